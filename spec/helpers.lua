@@ -1,0 +1,42 @@
+-- spec/helpers.lua - shared by the busted specs.
+local kvbm = require "kvbm"
+
+local M = {}
+
+--- Runs fn, collects garbage, and asserts that every allocation kvbm made
+--- for objects created inside fn was given back.
+function M.assert_no_leaks(fn)
+  collectgarbage("collect")
+  collectgarbage("collect")
+  local before = kvbm._debug.live()
+  fn()
+  collectgarbage("collect")
+  collectgarbage("collect")
+  local after = kvbm._debug.live()
+  assert.are.equal(before.allocations, after.allocations, "kvbm allocations leaked")
+  assert.are.equal(before.bytes, after.bytes, "kvbm bytes leaked")
+end
+
+--- Tokens start, start+1, ..., start+n-1.
+function M.range(n, start)
+  local t = {}
+  start = start or 0
+  for i = 1, n do t[i] = start + i - 1 end
+  return t
+end
+
+function M.srcdir() return os.getenv("KVBM_SRCDIR") or "." end
+function M.builddir() return os.getenv("KVBM_BUILDDIR") or "." end
+
+--- Runs a shell command; returns its stdout, and its exit status.
+function M.run(cmd)
+  local p = assert(io.popen(cmd .. "; echo \"@@status=$?\"", "r"))
+  local out = p:read("a")
+  p:close()
+  local status = tonumber(out:match("@@status=(%d+)%s*$"))
+  return out:gsub("@@status=%d+%s*$", ""), status
+end
+
+function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+return M

@@ -1,0 +1,26 @@
+/* internal.h - helpers shared by the core's files; never installed. */
+#ifndef KVBM_INTERNAL_H
+#define KVBM_INTERNAL_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "kvbm.h"
+
+#if defined(__GNUC__)
+#define kvbm__likely(x) __builtin_expect(!!(x), 1)
+#define kvbm__unlikely(x) __builtin_expect(!!(x), 0)
+#else
+#define kvbm__likely(x) (x)
+#define kvbm__unlikely(x) (x)
+#endif
+
+/* Allocation through the instance's allocator (lua_Alloc shape). */
+void *kvbm__realloc(const kvbm_allocator *a, void *ptr, size_t osize, size_t nsize);
+void kvbm__free(const kvbm_allocator *a, void *ptr, size_t size);
+
+/* Grows *arr (of elem-size items, capacity *cap) to hold at least need items,
+ * doubling. Returns 0 or KVBM_ENOMEM (the array is untouched then). */
+int kvbm__grow(const kvbm_allocator *a, void **arr, size_t *cap, size_t need, size_t elem);
+
+#endif

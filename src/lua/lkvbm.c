@@ -1,0 +1,131 @@
+/* lkvbm.c - luaopen_kvbm: the module table, errors, the counting allocator. */
+#include <string.h>
+
+#include "kvbm_lua.h"
+#include "lkvbm.h"
+
+/* Per-state binding data, kept in the registry under the address of this key. */
+static const char state_key = 'k';
+
+typedef struct {
+  kvbm_allocator alloc; /* what kvbm objects get: counting_alloc over Lua's */
+  lua_Alloc lua_alloc;
+  void *lua_ud;
+  lua_Integer live_allocs;
+  lua_Integer live_bytes;
+} BindingState;
+
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  BindingState *bs = ud;
+  void *p = bs->lua_alloc(bs->lua_ud, ptr, ptr ? osize : 0, nsize);
+  if (nsize == 0) {
+    if (ptr) bs->live_allocs--, bs->live_bytes -= (lua_Integer)osize;
+  } else if (p) {
+    if (!ptr) bs->live_allocs++;
+    bs->live_bytes += (lua_Integer)nsize - (lua_Integer)(ptr ? osize : 0);
+  }
+  return p;
+}
+
+static BindingState *binding_state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
+  BindingState *bs = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (bs) return bs;
+  bs = lua_newuserdatauv(L, sizeof *bs, 0);
+  bs->lua_alloc = lua_getallocf(L, &bs->lua_ud);
+  bs->alloc.fn = counting_alloc;
+  bs->alloc.ud = bs;
+  bs->live_allocs = bs->live_bytes = 0;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
+  return bs;
+}
+
+const kvbm_allocator *lkvbm_allocator(lua_State *L) { return &binding_state(L)->alloc; }
+
+static int debug_live(lua_State *L) {
+  BindingState *bs = binding_state(L);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, bs->live_allocs);
+  lua_setfield(L, -2, "allocations");
+  lua_pushinteger(L, bs->live_bytes);
+  lua_setfield(L, -2, "bytes");
+  return 1;
+}
+
+/* ------------------------------------------------------------ errors */
+
+static int error_tostring(lua_State *L) {
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "code");
+  lua_pushfstring(L, "%s: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+  return 1;
+}
+
+int lkvbm_pusherror(lua_State *L, int rc) {
+  luaL_pushfail(L);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kvbm_err_name(rc));
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, kvbm_strerror(rc));
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, LKVBM_ERROR_MT);
+  return 2;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+uint64_t lkvbm_checku64(lua_State *L, int idx) { return (uint64_t)luaL_checkinteger(L, idx); }
+
+uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Unsigned len = lua_rawlen(L, idx);
+  uint32_t *buf = lua_newuserdatauv(L, (len ? len : 1) * sizeof *buf, 0);
+  for (lua_Unsigned i = 0; i < len; i++) {
+    int isint;
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    lua_Integer t = lua_tointegerx(L, -1, &isint);
+    if (lua_type(L, -1) != LUA_TNUMBER) isint = 0; /* no string coercion */
+    if (!isint || t < 0 || t > (lua_Integer)UINT32_MAX)
+      luaL_error(L, "bad token #%d: expected an integer in 0..2^32-1, got %s",
+                 (int)(i + 1), isint ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    buf[i] = (uint32_t)t;
+    lua_pop(L, 1);
+  }
+  *n = (size_t)len;
+  return buf;
+}
+
+void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, meta, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------------ module */
+
+KVBM_API int luaopen_kvbm(lua_State *L) {
+  static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
+  static const luaL_Reg debug_funcs[] = {{"live", debug_live}, {NULL, NULL}};
+  luaL_checkversion(L);
+  if ((kvbm_version() >> 16) != KVBM_VERSION_MAJOR || kvbm_version() < KVBM_VERSION_HEX)
+    return luaL_error(L, "kvbm: library %s does not match headers " KVBM_VERSION_STRING,
+                      kvbm_version_string());
+  binding_state(L);
+  lkvbm_newclass(L, LKVBM_ERROR_MT, error_meta, NULL);
+
+  lua_newtable(L);
+  lua_pushliteral(L, "kvbm " KVBM_VERSION_STRING);
+  lua_setfield(L, -2, "_VERSION");
+  lkvbm_open_hash(L);
+  lua_setfield(L, -2, "hash");
+  lkvbm_open_sequence(L);
+  luaL_newlib(L, debug_funcs);
+  lua_setfield(L, -2, "_debug");
+  return 1;
+}
