@@ -1,5 +1,6 @@
 -- spec/helpers.lua - shared by the busted specs.
 local kvbm = require "kvbm"
+local assert = require "luassert"
 
 local M = {}
 

@@ -6,7 +6,7 @@
 
 #include "internal.h"
 
-uint64_t kvbm_block_hash(const uint32_t *tokens, size_t n, uint64_t salt) {
+static inline uint64_t block_hash(const uint32_t *tokens, size_t n, uint64_t salt) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   return XXH3_64bits_withSeed(tokens, n * sizeof *tokens, salt);
 #else
@@ -34,7 +34,7 @@ static void store_le64(unsigned char *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
-uint64_t kvbm_chain_hash(uint64_t parent, uint64_t block_hash) {
+static inline uint64_t chain_hash(uint64_t parent, uint64_t block_hash) {
   unsigned char b[16];
   store_le64(b, parent);
   store_le64(b + 8, block_hash);
@@ -42,6 +42,12 @@ uint64_t kvbm_chain_hash(uint64_t parent, uint64_t block_hash) {
 }
 
 /* Layout B: mode 0/1/2 keeps R = 54/46/38 bits of the parent hash. */
+uint64_t kvbm_block_hash(const uint32_t *tokens, size_t n, uint64_t salt) {
+  return block_hash(tokens, n, salt);
+}
+
+uint64_t kvbm_chain_hash(uint64_t parent, uint64_t child) { return chain_hash(parent, child); }
+
 static unsigned mode_for(uint64_t position) {
   return position < (1u << 8) ? 0 : position < (1u << 16) ? 1 : 2;
 }
@@ -56,6 +62,31 @@ int kvbm_hash_new(uint64_t current, int has_parent, uint64_t parent, uint64_t po
   out->hi = ((uint64_t)mode << 62) | (position << r) | (current >> (64 - r));
   out->lo = (current << r) | (has_parent ? low_bits(parent, r) : 0);
   return 0;
+}
+
+/* Two passes: the block hashes are independent of each other, so the CPU
+ * overlaps them freely; only the chain is serial. The constant-length
+ * instances let the compiler specialise XXH3 for the common block sizes. */
+#define BLOCK_HASHES(len)                                                      \
+  for (size_t pos = first; pos < last; pos++)                                  \
+    block_hashes[pos] = block_hash(tokens + pos * (len), (len), salt);
+
+void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
+                       size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes) {
+  switch (block_size) {
+    case 16: BLOCK_HASHES(16) break;
+    case 32: BLOCK_HASHES(32) break;
+    case 64: BLOCK_HASHES(64) break;
+    default: BLOCK_HASHES(block_size) break;
+  }
+  for (size_t pos = first; pos < last; pos++) {
+    uint64_t bh = block_hashes[pos];
+    uint64_t seq = pos ? chain_hash(parent, bh) : bh;
+    unsigned mode = mode_for(pos), r = parent_bits[mode];
+    hashes[pos].hi = ((uint64_t)mode << 62) | ((uint64_t)pos << r) | (seq >> (64 - r));
+    hashes[pos].lo = (seq << r) | (pos ? low_bits(parent, r) : 0);
+    parent = seq;
+  }
 }
 
 int kvbm_hash_valid(kvbm_hash h) { return (h.hi >> 62) != 3; }

@@ -13,6 +13,13 @@
 #else
 #define kvbm__likely(x) (x)
 #define kvbm__unlikely(x) (x)
+/* Hashes the full blocks [first, last) of tokens (block hash, chain, lineage
+ * hash) into block_hashes[] and hashes[]; parent is block first-1's sequence
+ * hash (ignored at 0). Positions must already be checked against the limit.
+ * In hash.c so that XXH3 inlines into the loop. */
+void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
+                       size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes);
+
 #endif
 
 /* Allocation through the instance's allocator (lua_Alloc shape). */
@@ -22,5 +29,12 @@ void kvbm__free(const kvbm_allocator *a, void *ptr, size_t size);
 /* Grows *arr (of elem-size items, capacity *cap) to hold at least need items,
  * doubling. Returns 0 or KVBM_ENOMEM (the array is untouched then). */
 int kvbm__grow(const kvbm_allocator *a, void **arr, size_t *cap, size_t need, size_t elem);
+
+/* Hashes the full blocks [first, last) of tokens (block hash, chain, lineage
+ * hash) into block_hashes[] and hashes[]; parent is block first-1's sequence
+ * hash (ignored at 0). Positions must already be checked against the limit.
+ * In hash.c so that XXH3 inlines into the loop. */
+void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
+                       size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes);
 
 #endif

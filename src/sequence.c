@@ -43,18 +43,6 @@ static int reserve_blocks(kvbm_sequence *s, size_t need) {
                     sizeof *s->block_hashes);
 }
 
-static void commit_block(kvbm_sequence *s, size_t pos) {
-  const uint32_t *toks = s->tokens + pos * s->block_size;
-  uint64_t bh = kvbm_block_hash(toks, s->block_size, s->salt);
-  s->block_hashes[pos] = bh;
-  if (pos == 0) {
-    (void)kvbm_hash_new(bh, 0, 0, 0, &s->hashes[0]); /* cannot fail at 0 */
-  } else {
-    /* position was checked against the limit before any state changed */
-    (void)kvbm_hash_extend(s->hashes[pos - 1], bh, &s->hashes[pos]);
-  }
-}
-
 int kvbm_sequence_extend(kvbm_sequence *s, const uint32_t *tokens, size_t n, size_t *lo,
                          size_t *hi) {
   size_t first = s->nblocks;
@@ -66,7 +54,9 @@ int kvbm_sequence_extend(kvbm_sequence *s, const uint32_t *tokens, size_t n, siz
   if (rc) return rc;
   if (n) memcpy(s->tokens + s->ntokens, tokens, n * sizeof *tokens);
   s->ntokens = total;
-  for (size_t pos = first; pos < nblocks; pos++) commit_block(s, pos);
+  uint64_t parent = first ? kvbm_hash_current(s->hashes[first - 1]) : 0;
+  kvbm__hash_blocks(s->tokens, s->block_size, s->salt, first, nblocks, parent, s->block_hashes,
+                    s->hashes);
   s->nblocks = nblocks;
   if (lo) *lo = first;
   if (hi) *hi = nblocks;

@@ -81,7 +81,7 @@
 /* Error messages are prefixed with this; NULL inside the REPL, like lua.c. */
 static const char *progname = KVBM_NAME;
 
-/* State interrupted by SIGINT; only set while a chunk runs. */
+/* State to interrupt on SIGINT; set by docall_with() before each call. */
 static lua_State *globalL = NULL;
 
 /* ---------------------------------------------------------------------- */

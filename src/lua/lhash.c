@@ -115,8 +115,8 @@ static int hash_from_hex(lua_State *L) {
 
 static int hash_block(lua_State *L) {
   size_t n;
-  uint32_t *toks = lkvbm_checktokens(L, 1, &n);
   uint64_t salt = lua_isnoneornil(L, 2) ? 0 : lkvbm_checku64(L, 2);
+  uint32_t *toks = lkvbm_checktokens(L, 1, &n); /* pushes a scratch buffer */
   lua_pushinteger(L, (lua_Integer)kvbm_block_hash(toks, n, salt));
   return 1;
 }

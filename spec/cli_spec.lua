@@ -1,0 +1,99 @@
+-- The kvbm program: scripts, options and the REPL (driven through a pty).
+local helpers = require "helpers"
+
+local kvbm_bin = helpers.builddir() .. "/kvbm"
+
+local function kvbm(args, stdin)
+  local cmd = helpers.shell_quote(kvbm_bin) .. " " .. args .. " 2>&1"
+  if stdin then cmd = "printf '%s' " .. helpers.shell_quote(stdin) .. " | " .. cmd end
+  return helpers.run(cmd)
+end
+
+local function tmpscript(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+describe("the kvbm program", function()
+  it("-v prints the kvbm and Lua versions", function()
+    local out, status = kvbm("-v")
+    assert.are.equal(0, status)
+    assert.matches("kvbm %d+%.%d+%.%d+", out)
+    assert.matches("Lua 5%.4", out)
+  end)
+
+  it("-e runs a statement with kvbm preloaded", function()
+    local out, status = kvbm("-e " .. helpers.shell_quote(
+      "print(kvbm.hash.tostring(kvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1)))"))
+    assert.are.equal(0, status)
+    assert.are.equal("1:P5PmJLYPXS4:12KUtXWCDJu\n", out)
+  end)
+
+  it("runs a script with arg and ... like lua", function()
+    local path = tmpscript("print(arg[0] == ..., select('#', ...), ...)\nprint(arg[1], arg[2], #arg)\n")
+    local out, status = kvbm(helpers.shell_quote(path) .. " a b")
+    os.remove(path)
+    assert.are.equal(0, status)
+    assert.are.equal("false\t2\ta\tb\na\tb\t2\n", out)
+  end)
+
+  it("-l loads a module before the script", function()
+    local out, status = kvbm("-l kvbm.repl -e " .. helpers.shell_quote("print(type(package.loaded['kvbm.repl']))"))
+    assert.are.equal(0, status)
+    assert.are.equal("table\n", out)
+  end)
+
+  it("reports script errors on stderr with a failing status", function()
+    local out, status = kvbm("-e " .. helpers.shell_quote("error('boom')"))
+    assert.are_not.equal(0, status)
+    assert.matches("boom", out)
+    out, status = kvbm(helpers.shell_quote("/nonexistent/script.lua"))
+    assert.are_not.equal(0, status)
+    assert.matches("cannot open", out)
+  end)
+
+  it("runs a script piped on stdin", function()
+    local out, status = kvbm("-", "print(#kvbm.sequence({1,2,3,4,5}, 2))")
+    assert.are.equal(0, status)
+    assert.are.equal("2\n", out)
+  end)
+
+  it("runs the demo", function()
+    local out, status = kvbm(helpers.shell_quote(helpers.srcdir() .. "/scripts/examples/demo.lua"))
+    assert.are.equal(0, status, out)
+    assert.matches("1:P5PmJLYPXS4:12KUtXWCDJu", out, 1, true)
+  end)
+
+  describe("REPL", function()
+    -- script(1) gives the REPL a terminal, as a user would.
+    local function repl(input)
+      local cmd = "printf '%s' " .. helpers.shell_quote(input) .. " | TERM=dumb script -qec "
+        .. helpers.shell_quote(helpers.shell_quote(kvbm_bin)) .. " /dev/null 2>&1"
+      return helpers.run(cmd)
+    end
+
+    it("prints expressions, =expr and hashes in Display form", function()
+      local out = repl("1+1\n=2*3\nkvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1)\n"
+        .. "kvbm.hash.tostring(kvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1))\n")
+      assert.matches("\n2\r?\n", out)
+      assert.matches("\n6\r?\n", out)
+      assert.matches("<1:P5PmJLYPXS4:12KUtXWCDJu>", out, 1, true)
+      assert.matches('"1:P5PmJLYPXS4:12KUtXWCDJu"', out, 1, true)
+    end)
+
+    it("continues incomplete chunks over several lines", function()
+      local out = repl("for i = 1, 3 do\nio.write(i * 11, ' ')\nend\nprint('done')\n")
+      assert.matches("11 22 33", out)
+      assert.matches("done", out)
+    end)
+
+    it("reports errors and keeps going", function()
+      local out = repl("error('oops')\nprint('still here')\n")
+      assert.matches("oops", out)
+      assert.matches("still here", out)
+    end)
+  end)
+end)
