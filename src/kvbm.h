@@ -43,7 +43,16 @@ extern "C" {
      "position exceeds maximum supported value (2^24 - 1 = 16,777,215)")          \
   XX(INSUFFICIENT_TOKENS, "insufficient_tokens", "not enough tokens to remove")    \
   XX(EMPTY, "empty", "sequence is empty")                                          \
-  XX(BAD_HASH, "invalid_hash", "malformed sequence hash (mode bits 11)")
+  XX(BAD_HASH, "invalid_hash", "malformed sequence hash (mode bits 11)")            \
+  XX(NOSPC, "no_space", "not enough blocks available (reset + inactive)")          \
+  XX(STALE, "stale_block", "stale or released block handle")                       \
+  XX(STATE, "wrong_state", "block is not in the state this operation needs")      \
+  XX(BLOCK_SIZE_MISMATCH, "block_size_mismatch", "block size mismatch")            \
+  XX(CONFIG, "invalid_config", "invalid manager configuration")                    \
+  XX(TIERS, "too_many_managers", "a registry serves at most KVBM_MAX_TIERS managers") \
+  XX(RESET_MISMATCH, "block_count_mismatch",                                       \
+     "reset pool count mismatch: blocks are still held elsewhere")                 \
+  XX(BUSY, "busy", "manager is busy (called back from its own eviction policy)")
 
 typedef enum {
   KVBM__ERR_BASE = -1000,
@@ -148,6 +157,191 @@ KVBM_API const uint32_t *kvbm_sequence_tokens(const kvbm_sequence *s); /* total_
 KVBM_API const kvbm_hash *kvbm_sequence_hashes(const kvbm_sequence *s);
 KVBM_API uint64_t kvbm_sequence_block_hash(const kvbm_sequence *s, size_t pos);
 KVBM_API uint64_t kvbm_sequence_seq_hash(const kvbm_sequence *s, size_t pos);
+
+/* ------------------------------------------------------------- registry */
+
+/* A registry is shared by the managers of several tiers (G1, G2, G3, ...):
+ * one live registration per hash, presence per tier, an optional TinyLFU
+ * frequency tracker. Reference counted: each manager holds a reference. */
+typedef struct kvbm_registry kvbm_registry;
+
+#define KVBM_MAX_TIERS 4
+
+typedef enum {
+  KVBM_FREQUENCY_NONE = 0,
+  KVBM_FREQUENCY_SMALL,  /* 2^18 entries */
+  KVBM_FREQUENCY_MEDIUM, /* 2^21 entries (the crate's default) */
+  KVBM_FREQUENCY_LARGE   /* 2^24 entries */
+} kvbm_frequency;
+
+/* Hooks a host (the events manager, the Lua binding) sets on a registry:
+ * on_create runs when a hash gets its first live registration, on_remove when
+ * the last reference to that registration goes. */
+typedef struct kvbm_registry_hooks {
+  void (*on_create)(void *ud, kvbm_hash h);
+  void (*on_remove)(void *ud, kvbm_hash h);
+  void *ud;
+} kvbm_registry_hooks;
+
+KVBM_API KVBM_NODISCARD int kvbm_registry_new(const kvbm_allocator *alloc, kvbm_frequency freq,
+                                              kvbm_registry **out);
+KVBM_API void kvbm_registry_retain(kvbm_registry *r);
+KVBM_API void kvbm_registry_release(kvbm_registry *r); /* frees at the last reference */
+KVBM_API void kvbm_registry_set_hooks(kvbm_registry *r, const kvbm_registry_hooks *hooks);
+
+KVBM_API int kvbm_registry_is_registered(const kvbm_registry *r, kvbm_hash h);
+KVBM_API size_t kvbm_registry_count(const kvbm_registry *r); /* live registrations */
+/* Takes/drops a reference that keeps h registered (a registration handle). */
+KVBM_API KVBM_NODISCARD int kvbm_registry_acquire(kvbm_registry *r, kvbm_hash h);
+KVBM_API void kvbm_registry_unacquire(kvbm_registry *r, kvbm_hash h);
+/* Presence of h in the tier of manager number `tier` (kvbm_manager_tier). */
+KVBM_API int kvbm_registry_present(const kvbm_registry *r, kvbm_hash h, unsigned tier);
+KVBM_API int kvbm_registry_has_frequency(const kvbm_registry *r);
+KVBM_API void kvbm_registry_touch(kvbm_registry *r, kvbm_hash h);       /* tracker +1 */
+KVBM_API uint32_t kvbm_registry_frequency(const kvbm_registry *r, kvbm_hash h); /* 0..15 */
+
+/* -------------------------------------------------------------- manager */
+
+/* A block handle: (generation << 32) | slot. A handle names one state of one
+ * slot; once that state ends (the block moved on or was released) the handle
+ * is stale and every call with it fails with KVBM_ESTALE. */
+typedef uint64_t kvbm_block;
+#define KVBM_NO_BLOCK UINT64_MAX
+#define kvbm_block_id(b) ((uint32_t)(b))
+
+/* A weak reference: the hash plus the block it named; keeps the hash
+ * registered. Release it with kvbm_weak_release. */
+typedef struct kvbm_weak {
+  kvbm_hash hash;
+  kvbm_block block;
+} kvbm_weak;
+
+typedef enum {
+  KVBM_BACKEND_LINEAGE = 0, /* default: leaves only, Tick order */
+  KVBM_BACKEND_LINEAGE_FIFO,
+  KVBM_BACKEND_LRU,
+  KVBM_BACKEND_MULTI_LRU, /* needs a registry with a frequency tracker */
+  KVBM_BACKEND_HASHMAP,
+  KVBM_BACKEND_POLICY /* victims chosen by a kvbm_policy (e.g. a Lua script) */
+} kvbm_backend;
+
+/* A custom eviction policy: the manager keeps the index and correctness; the
+ * policy only orders victims. victims() writes up to n block ids and returns
+ * how many (or < 0 on failure). Ids that are unknown, not inactive or
+ * repeated, and any failure, are replaced by the built-in order (insertion
+ * order) and counted in kvbm_metrics.policy_errors, as are failed notifications. */
+typedef struct kvbm_policy {
+  int (*on_insert)(void *ud, uint32_t block_id, kvbm_hash h); /* < 0: counted as an error */
+  int (*on_remove)(void *ud, uint32_t block_id, kvbm_hash h);
+  int (*victims)(void *ud, size_t n, uint32_t *out);
+  void *ud;
+} kvbm_policy;
+
+typedef struct kvbm_manager_config {
+  uint32_t block_count;      /* > 0 */
+  uint32_t block_size;       /* power of two in 1..1024; 0 means 16 */
+  kvbm_registry *registry;   /* required */
+  const char *name;          /* metrics label, e.g. "G1"; NULL: "G<tier+1>" */
+  kvbm_backend backend;
+  uint8_t thresholds[3];     /* multi-LRU; all 0 means {3, 8, 15} */
+  int reject_duplicates;     /* 0: Allow (G1), 1: Reject (G2, G3) */
+  int reset_on_release;      /* default for released blocks: skip the cache */
+  const kvbm_policy *policy; /* KVBM_BACKEND_POLICY */
+  const kvbm_allocator *alloc;
+} kvbm_manager_config;
+
+typedef struct kvbm_manager kvbm_manager;
+
+/* Checks a configuration; on failure writes the reference's message
+ * (e.g. "block_count must be greater than 0") into msg. */
+KVBM_API int kvbm_manager_config_check(const kvbm_manager_config *cfg, char *msg, size_t size);
+KVBM_API KVBM_NODISCARD int kvbm_manager_new(const kvbm_manager_config *cfg, kvbm_manager **out);
+/* Frees the manager. Outstanding handles become stale; nothing is freed twice. */
+KVBM_API void kvbm_manager_free(kvbm_manager *m);
+
+KVBM_API unsigned kvbm_manager_tier(const kvbm_manager *m);
+KVBM_API const char *kvbm_manager_name(const kvbm_manager *m);
+KVBM_API kvbm_registry *kvbm_manager_registry(const kvbm_manager *m);
+KVBM_API size_t kvbm_manager_total(const kvbm_manager *m);
+KVBM_API size_t kvbm_manager_available(const kvbm_manager *m); /* reset + inactive */
+KVBM_API size_t kvbm_manager_block_size(const kvbm_manager *m);
+KVBM_API size_t kvbm_manager_inactive(const kvbm_manager *m);
+KVBM_API size_t kvbm_manager_reset(const kvbm_manager *m);
+KVBM_API size_t kvbm_manager_bytes(const kvbm_manager *m); /* engine memory held */
+
+/* All or nothing: n mutable blocks (reset pool first, FIFO, then evictions in
+ * policy order) or KVBM_ENOSPC with nothing changed. evicted (room for n, may
+ * be NULL) receives the hashes evicted; returns how many were evicted. */
+KVBM_API KVBM_NODISCARD int kvbm_allocate(kvbm_manager *m, size_t n, kvbm_block *out,
+                                          kvbm_hash *evicted);
+
+/* Mutable -> Staged: consumes mb on success. KVBM_EBLOCK_SIZE_MISMATCH when
+ * block_size != the manager's (mb stays valid). */
+KVBM_API KVBM_NODISCARD int kvbm_stage(kvbm_manager *m, kvbm_block mb, kvbm_hash h,
+                                       size_t block_size, kvbm_block *cb);
+/* Staged -> Mutable (consumes cb). */
+KVBM_API KVBM_NODISCARD int kvbm_complete_reset(kvbm_manager *m, kvbm_block cb, kvbm_block *mb);
+KVBM_API int kvbm_complete_hash(const kvbm_manager *m, kvbm_block cb, kvbm_hash *h);
+
+/* Registers staged blocks (consumed) and returns immutable blocks: fresh
+ * primaries, Allow-duplicates, or (Reject) the existing primary. register_all
+ * validates every handle first: on error nothing is consumed. */
+KVBM_API KVBM_NODISCARD int kvbm_register(kvbm_manager *m, kvbm_block cb, kvbm_block *ib);
+KVBM_API KVBM_NODISCARD int kvbm_register_all(kvbm_manager *m, const kvbm_block *cbs, size_t n,
+                                              kvbm_block *ibs);
+
+/* Drops one reference of any block handle: a mutable or staged block goes to
+ * the reset pool; the last reference of an immutable block sends it to the
+ * inactive cache (or to the reset pool, with reset-on-release). */
+KVBM_API int kvbm_release(kvbm_manager *m, kvbm_block b);
+
+/* Immutable blocks: one more reference, and queries. */
+KVBM_API int kvbm_block_retain(kvbm_manager *m, kvbm_block ib);
+KVBM_API int kvbm_block_hash_of(const kvbm_manager *m, kvbm_block ib, kvbm_hash *h);
+KVBM_API int kvbm_block_use_count(const kvbm_manager *m, kvbm_block ib); /* >= 1, or < 0 */
+KVBM_API int kvbm_block_set_reset_on_release(kvbm_manager *m, kvbm_block ib, int on);
+KVBM_API int kvbm_block_state(const kvbm_manager *m, kvbm_block b); /* a kvbm_block_state, or < 0 */
+
+typedef enum {
+  KVBM_STATE_RESET = 0,
+  KVBM_STATE_MUTABLE,
+  KVBM_STATE_STAGED,
+  KVBM_STATE_PRIMARY,
+  KVBM_STATE_DUPLICATE,
+  KVBM_STATE_INACTIVE
+} kvbm_block_state_t;
+
+KVBM_API KVBM_NODISCARD int kvbm_downgrade(kvbm_manager *m, kvbm_block ib, kvbm_weak *w);
+/* 1 with *ib set, 0 when the hash is in neither pool any more. */
+KVBM_API KVBM_NODISCARD int kvbm_weak_upgrade(kvbm_manager *m, const kvbm_weak *w, kvbm_block *ib);
+KVBM_API void kvbm_weak_release(kvbm_manager *m, kvbm_weak *w);
+
+/* Longest prefix of hashes found in either pool (inactive ones are
+ * resurrected; only a hash in neither pool stops it). Returns the count. */
+KVBM_API size_t kvbm_match(kvbm_manager *m, const kvbm_hash *hashes, size_t n, kvbm_block *out);
+/* One result per input (KVBM_NO_BLOCK for a miss); returns the hits. */
+KVBM_API size_t kvbm_match_scattered(kvbm_manager *m, const kvbm_hash *hashes, size_t n,
+                                     kvbm_block *out);
+/* Like scattered, without stopping, repeated hashes collapsed (later
+ * occurrences get KVBM_NO_BLOCK); touch: count a frequency hit per hash. */
+KVBM_API size_t kvbm_scan(kvbm_manager *m, const kvbm_hash *hashes, size_t n, int touch,
+                          kvbm_block *out);
+/* Evicts every inactive block to the reset pool; KVBM_ERESET_MISMATCH when
+ * blocks are still held elsewhere afterwards (the drain happens anyway). */
+KVBM_API int kvbm_reset_inactive(kvbm_manager *m);
+
+typedef struct kvbm_metrics {
+  /* counters */
+  uint64_t allocations, allocations_from_reset, evictions, registrations, duplicate_blocks,
+      registration_dedup, stagings, match_hashes_requested, match_blocks_returned,
+      scan_hashes_requested, scan_blocks_returned;
+  /* gauges */
+  int64_t inflight_mutable, inflight_immutable, reset_pool_size, inactive_pool_size;
+  /* audit */
+  uint64_t policy_errors; /* custom policy: failed calls and answers that needed the fallback */
+} kvbm_metrics;
+
+KVBM_API void kvbm_manager_metrics(const kvbm_manager *m, kvbm_metrics *out);
 
 #ifdef __cplusplus
 }

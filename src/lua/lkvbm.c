@@ -96,6 +96,40 @@ uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n) {
   return buf;
 }
 
+void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int ok = 0;
+    if (lua_type(L, -2) == LUA_TSTRING)
+      for (const char *const *k = known; *k && !ok; k++) ok = strcmp(*k, lua_tostring(L, -2)) == 0;
+    if (!ok) {
+      lua_pop(L, 1);
+      luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* Box address -> userdata, weak-valued: C callbacks that only hold a box
+ * pointer find their Lua object without keeping it alive. */
+static const char boxes_key = 'b';
+
+void lkvbm_setbox(lua_State *L, const void *box, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key);
+  lua_pushvalue(L, idx);
+  lua_rawsetp(L, -2, box);
+  lua_pop(L, 1);
+}
+
+int lkvbm_getbox(lua_State *L, const void *box) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key);
+  int t = lua_rawgetp(L, -1, box);
+  lua_remove(L, -2);
+  return t;
+}
+
 void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
   luaL_newmetatable(L, name);
   luaL_setfuncs(L, meta, 0);
@@ -118,6 +152,15 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
                       kvbm_version_string());
   binding_state(L);
   lkvbm_newclass(L, LKVBM_ERROR_MT, error_meta, NULL);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key) != LUA_TTABLE) {
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &boxes_key);
+  }
+  lua_pop(L, 1);
 
   lua_newtable(L);
   lua_pushliteral(L, "kvbm " KVBM_VERSION_STRING);
@@ -125,6 +168,9 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lkvbm_open_hash(L);
   lua_setfield(L, -2, "hash");
   lkvbm_open_sequence(L);
+  lkvbm_open_registry(L);
+  lkvbm_open_manager(L);
+  lkvbm_open_blocks(L);
   luaL_newlib(L, debug_funcs);
   lua_setfield(L, -2, "_debug");
   return 1;

@@ -9,6 +9,64 @@
 
 #define LKVBM_ERROR_MT "kvbm.Error"
 #define LKVBM_SEQUENCE_MT "kvbm.Sequence"
+#define LKVBM_REGISTRY_MT "kvbm.Registry"
+#define LKVBM_HANDLE_MT "kvbm.Handle"
+#define LKVBM_MANAGER_MT "kvbm.Manager"
+#define LKVBM_MUTABLE_MT "kvbm.MutableBlock"
+#define LKVBM_COMPLETE_MT "kvbm.CompleteBlock"
+#define LKVBM_IMMUTABLE_MT "kvbm.ImmutableBlock"
+#define LKVBM_WEAK_MT "kvbm.WeakBlock"
+
+/* A registry box. busy is set while a manager of this registry runs Lua
+ * policy code, so that re-entrant calls are refused instead of corrupting
+ * a half-done operation. removed[] collects hashes whose registration ended
+ * while attachments exist, so that their Lua attachments can be dropped. */
+typedef struct {
+  kvbm_registry *r;
+  int busy;
+  int attached; /* hashes with attachments or touch callbacks */
+  kvbm_hash *removed;
+  size_t nremoved, removed_cap;
+  const kvbm_allocator *alloc;
+} RegistryBox;
+
+/* A manager box; user value 1 is its registry box, 2 its Lua policy. */
+typedef struct {
+  kvbm_manager *m; /* NULL once closed */
+  RegistryBox *reg;
+  lua_State *L;    /* main thread, for policy callbacks */
+  int policy_ref;  /* LUA_NOREF: a C backend */
+} ManagerBox;
+
+/* A block guard; user value 1 is its manager box. */
+typedef struct {
+  kvbm_block b;
+  kvbm_weak w;  /* weak guards */
+  int live;     /* 0: released or consumed */
+} BlockBox;
+
+ManagerBox *lkvbm_checkmanager(lua_State *L, int idx);
+RegistryBox *lkvbm_checkregistry(lua_State *L, int idx);
+/* Refuses a call that arrives while the registry's managers run policy code. */
+void lkvbm_enter(lua_State *L, RegistryBox *rb);
+/* Drops the attachments of registrations that ended (see RegistryBox). */
+void lkvbm_flush_removed(lua_State *L, RegistryBox *rb);
+/* Brackets a core call that may run Lua policy code: the registry is marked
+ * busy (re-entrant calls raise) and the collector is paused, so that no
+ * finalizer releases a block in the middle of an operation. end() also
+ * drops attachments of registrations the call ended. */
+typedef struct {
+  int paused_gc;
+} CoreCall;
+void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc);
+void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc);
+
+/* Pushes a new guard of type mt for block b of the manager at index midx. */
+BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b);
+void lkvbm_pushmetrics(lua_State *L, const kvbm_manager *m);
+/* Makes the kvbm_policy for a Lua policy table at idx (stored as a ref). */
+void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p);
+void lkvbm_policy_free(lua_State *L, ManagerBox *mb);
 
 /* The allocator every kvbm object made from this state uses: Lua's own,
  * wrapped to count live allocations for kvbm._debug.live(). */
@@ -28,9 +86,18 @@ uint64_t lkvbm_checku64(lua_State *L, int idx);
  * pushed on the stack; raises on a non-integer or out-of-range token. */
 uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n);
 
+/* A weak map from box addresses to their userdata (for C callbacks). */
+void lkvbm_setbox(lua_State *L, const void *box, int idx);
+int lkvbm_getbox(lua_State *L, const void *box); /* pushes it (or nil); returns its type */
+
 void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
 int lkvbm_open_hash(lua_State *L);     /* pushes the kvbm.hash table */
 void lkvbm_open_sequence(lua_State *L); /* sets kvbm.sequence on the table at -1 */
+void lkvbm_open_registry(lua_State *L); /* kvbm.registry */
+void lkvbm_open_manager(lua_State *L);  /* kvbm.manager, kvbm.prometheus */
+void lkvbm_open_blocks(lua_State *L);   /* the guard classes */
+/* Raises unless t (at idx) has only keys from the NULL-ended list. */
+void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);
 
 #endif

@@ -1,0 +1,279 @@
+/* backend_list.c - the list-ordered inactive backends: insertion order
+ * (LRU / hashmap+FIFO), multi-LRU (four of those), and the custom policy
+ * backend whose fallback order is insertion order too.
+ *
+ * Lists are intrusive and doubly linked over slot ids; the heads are extra
+ * nodes after the last slot, so a list costs no allocation at run time. */
+#include "backend.h"
+
+#define NO_SLOT UINT32_MAX
+
+typedef struct {
+  uint32_t *prev, *next; /* nslots + nlists nodes */
+  uint32_t nslots;
+} lists;
+
+static int lists_init(lists *l, const kvbm_allocator *a, uint32_t nslots, unsigned nlists) {
+  size_t n = (size_t)nslots + nlists;
+  l->nslots = nslots;
+  l->prev = kvbm__realloc(a, NULL, 0, n * sizeof *l->prev);
+  l->next = kvbm__realloc(a, NULL, 0, n * sizeof *l->next);
+  if (!l->prev || !l->next) {
+    kvbm__free(a, l->prev, n * sizeof *l->prev);
+    kvbm__free(a, l->next, n * sizeof *l->next);
+    return KVBM_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) l->prev[i] = l->next[i] = (uint32_t)i; /* all unlinked */
+  return 0;
+}
+
+static void lists_free(lists *l, const kvbm_allocator *a, unsigned nlists) {
+  size_t n = (size_t)l->nslots + nlists;
+  kvbm__free(a, l->prev, n * sizeof *l->prev);
+  kvbm__free(a, l->next, n * sizeof *l->next);
+}
+
+static void push_tail(lists *l, unsigned list, uint32_t slot) {
+  uint32_t head = l->nslots + list, last = l->prev[head];
+  l->prev[slot] = last;
+  l->next[slot] = head;
+  l->next[last] = slot;
+  l->prev[head] = slot;
+}
+
+static void unlink_node(lists *l, uint32_t slot) {
+  l->next[l->prev[slot]] = l->next[slot];
+  l->prev[l->next[slot]] = l->prev[slot];
+  l->prev[slot] = l->next[slot] = slot; /* marks "not in a list" */
+}
+
+static uint32_t pop_head(lists *l, unsigned list) {
+  uint32_t head = l->nslots + list, first = l->next[head];
+  if (first == head) return NO_SLOT;
+  unlink_node(l, first);
+  return first;
+}
+
+/* ------------------------------------------------ insertion order (LRU) */
+
+typedef struct {
+  kvbm__backend base;
+  kvbm_allocator alloc;
+  lists l;
+} fifo_backend;
+
+static void fifo_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
+  (void)h;
+  push_tail(&((fifo_backend *)b)->l, 0, slot);
+  b->len++;
+}
+
+static void fifo_remove(kvbm__backend *b, uint32_t slot) {
+  unlink_node(&((fifo_backend *)b)->l, slot);
+  b->len--;
+}
+
+static size_t fifo_evict(kvbm__backend *b, size_t n, uint32_t *out) {
+  fifo_backend *f = (fifo_backend *)b;
+  size_t k = 0;
+  while (k < n && (out[k] = pop_head(&f->l, 0)) != NO_SLOT) k++;
+  b->len -= k;
+  return k;
+}
+
+static void fifo_destroy(kvbm__backend *b) {
+  fifo_backend *f = (fifo_backend *)b;
+  kvbm_allocator a = f->alloc;
+  lists_free(&f->l, &a, 1);
+  kvbm__free(&a, f, sizeof *f);
+}
+
+static size_t fifo_bytes(const kvbm__backend *b) {
+  const fifo_backend *f = (const fifo_backend *)b;
+  return sizeof *f + 2 * ((size_t)f->l.nslots + 1) * sizeof(uint32_t);
+}
+
+static const kvbm__backend_ops fifo_ops = {fifo_insert, fifo_remove, fifo_evict, fifo_destroy,
+                                           fifo_bytes};
+
+kvbm__backend *kvbm__fifo_new(const kvbm_allocator *a, uint32_t nslots) {
+  fifo_backend *f = kvbm__realloc(a, NULL, 0, sizeof *f);
+  if (!f) return NULL;
+  f->alloc = *a;
+  if (lists_init(&f->l, &f->alloc, nslots, 1)) {
+    kvbm__free(a, f, sizeof *f);
+    return NULL;
+  }
+  f->base.ops = &fifo_ops;
+  f->base.len = 0;
+  return &f->base;
+}
+
+/* ------------------------------------------------------------ multi-LRU */
+
+typedef struct {
+  kvbm__backend base;
+  kvbm_allocator alloc;
+  lists l;
+  uint8_t thresholds[3];
+  kvbm__frequency_fn freq;
+  void *freq_ud;
+} mlru_backend;
+
+static void mlru_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
+  mlru_backend *m = (mlru_backend *)b;
+  uint32_t count = m->freq(m->freq_ud, h);
+  unsigned level = count < m->thresholds[0] ? 0 : count < m->thresholds[1] ? 1
+                 : count < m->thresholds[2] ? 2 : 3;
+  push_tail(&m->l, level, slot);
+  b->len++;
+}
+
+static void mlru_remove(kvbm__backend *b, uint32_t slot) {
+  unlink_node(&((mlru_backend *)b)->l, slot);
+  b->len--;
+}
+
+static size_t mlru_evict(kvbm__backend *b, size_t n, uint32_t *out) {
+  mlru_backend *m = (mlru_backend *)b;
+  size_t k = 0;
+  for (unsigned level = 0; level < 4 && k < n; level++)
+    while (k < n && (out[k] = pop_head(&m->l, level)) != NO_SLOT) k++;
+  b->len -= k;
+  return k;
+}
+
+static void mlru_destroy(kvbm__backend *b) {
+  mlru_backend *m = (mlru_backend *)b;
+  kvbm_allocator a = m->alloc;
+  lists_free(&m->l, &a, 4);
+  kvbm__free(&a, m, sizeof *m);
+}
+
+static size_t mlru_bytes(const kvbm__backend *b) {
+  const mlru_backend *m = (const mlru_backend *)b;
+  return sizeof *m + 2 * ((size_t)m->l.nslots + 4) * sizeof(uint32_t);
+}
+
+static const kvbm__backend_ops mlru_ops = {mlru_insert, mlru_remove, mlru_evict, mlru_destroy,
+                                           mlru_bytes};
+
+kvbm__backend *kvbm__multi_lru_new(const kvbm_allocator *a, uint32_t nslots,
+                                   const uint8_t thresholds[3], kvbm__frequency_fn freq, void *ud) {
+  mlru_backend *m = kvbm__realloc(a, NULL, 0, sizeof *m);
+  if (!m) return NULL;
+  m->alloc = *a;
+  if (lists_init(&m->l, &m->alloc, nslots, 4)) {
+    kvbm__free(a, m, sizeof *m);
+    return NULL;
+  }
+  memcpy(m->thresholds, thresholds, 3);
+  m->freq = freq;
+  m->freq_ud = ud;
+  m->base.ops = &mlru_ops;
+  m->base.len = 0;
+  return &m->base;
+}
+
+/* ----------------------------------------------------- custom policy */
+
+/* The policy orders victims; this backend keeps the truth (which slots are
+ * inactive, in insertion order) so that a wrong answer costs nothing but a
+ * fallback to insertion order and a counted error. */
+typedef struct {
+  kvbm__backend base;
+  kvbm_allocator alloc;
+  lists l;
+  kvbm_policy policy;
+  kvbm_hash *hashes; /* per slot, for on_remove */
+  uint32_t *scratch;
+  uint8_t *picked;
+  uint64_t *errors;
+} policy_backend;
+
+static void policy_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
+  policy_backend *p = (policy_backend *)b;
+  push_tail(&p->l, 0, slot);
+  p->hashes[slot] = h;
+  b->len++;
+  if (p->policy.on_insert && p->policy.on_insert(p->policy.ud, slot, h) < 0) (*p->errors)++;
+}
+
+static void policy_remove(kvbm__backend *b, uint32_t slot) {
+  policy_backend *p = (policy_backend *)b;
+  unlink_node(&p->l, slot);
+  b->len--;
+  if (p->policy.on_remove && p->policy.on_remove(p->policy.ud, slot, p->hashes[slot]) < 0)
+    (*p->errors)++;
+}
+
+static int in_index(const policy_backend *p, uint32_t slot) {
+  return slot < p->l.nslots && p->l.next[slot] != slot;
+}
+
+static size_t policy_evict(kvbm__backend *b, size_t n, uint32_t *out) {
+  policy_backend *p = (policy_backend *)b;
+  if (n > b->len) n = b->len;
+  if (n == 0) return 0;
+  int got = p->policy.victims ? p->policy.victims(p->policy.ud, n, p->scratch) : -1;
+  size_t k = 0;
+  int bad = got < 0 || (size_t)got != n;
+  for (int i = 0; i < got && (size_t)i < n; i++) {
+    uint32_t s = p->scratch[i];
+    if (!in_index(p, s) || p->picked[s]) {
+      bad = 1;
+      continue;
+    }
+    p->picked[s] = 1;
+    out[k++] = s;
+  }
+  for (size_t i = 0; i < k; i++) p->picked[out[i]] = 0;
+  for (size_t i = 0; i < k; i++) unlink_node(&p->l, out[i]);
+  while (k < n) out[k++] = pop_head(&p->l, 0); /* fallback: insertion order */
+  if (bad) (*p->errors)++;
+  b->len -= k;
+  return k;
+}
+
+static void policy_destroy(kvbm__backend *b) {
+  policy_backend *p = (policy_backend *)b;
+  kvbm_allocator a = p->alloc;
+  size_t n = p->l.nslots;
+  lists_free(&p->l, &a, 1);
+  kvbm__free(&a, p->hashes, n * sizeof *p->hashes);
+  kvbm__free(&a, p->scratch, n * sizeof *p->scratch);
+  kvbm__free(&a, p->picked, n);
+  kvbm__free(&a, p, sizeof *p);
+}
+
+static size_t policy_bytes(const kvbm__backend *b) {
+  const policy_backend *p = (const policy_backend *)b;
+  size_t n = p->l.nslots;
+  return sizeof *p + 2 * (n + 1) * sizeof(uint32_t) + n * (sizeof(kvbm_hash) + 4 + 1);
+}
+
+static const kvbm__backend_ops policy_ops = {policy_insert, policy_remove, policy_evict,
+                                             policy_destroy, policy_bytes};
+
+kvbm__backend *kvbm__policy_new(const kvbm_allocator *a, uint32_t nslots, const kvbm_policy *policy,
+                                uint64_t *errors) {
+  policy_backend *p = kvbm__realloc(a, NULL, 0, sizeof *p);
+  if (!p) return NULL;
+  memset(p, 0, sizeof *p);
+  p->alloc = *a;
+  p->hashes = kvbm__realloc(a, NULL, 0, (size_t)nslots * sizeof *p->hashes);
+  p->scratch = kvbm__realloc(a, NULL, 0, (size_t)nslots * sizeof *p->scratch);
+  p->picked = kvbm__realloc(a, NULL, 0, nslots);
+  if (!p->hashes || !p->scratch || !p->picked || lists_init(&p->l, &p->alloc, nslots, 1)) {
+    kvbm__free(a, p->hashes, (size_t)nslots * sizeof *p->hashes);
+    kvbm__free(a, p->scratch, (size_t)nslots * sizeof *p->scratch);
+    kvbm__free(a, p->picked, nslots);
+    kvbm__free(a, p, sizeof *p);
+    return NULL;
+  }
+  memset(p->picked, 0, nslots);
+  p->policy = *policy;
+  p->errors = errors;
+  p->base.ops = &policy_ops;
+  return &p->base;
+}

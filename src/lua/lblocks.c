@@ -1,0 +1,300 @@
+/* lblocks.c - block guards: kvbm.MutableBlock, kvbm.CompleteBlock,
+ * kvbm.ImmutableBlock, kvbm.WeakBlock. Each guard is one reference; release
+ * is idempotent, and __close and __gc release too, with the crate's drop
+ * semantics. A guard keeps its manager alive (user value 1). */
+#include <string.h>
+
+#include "lkvbm.h"
+
+BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b) {
+  midx = lua_absindex(L, midx);
+  BlockBox *bb = lua_newuserdatauv(L, sizeof *bb, 1);
+  bb->b = b;
+  bb->live = 1;
+  luaL_setmetatable(L, mt);
+  lua_pushvalue(L, midx);
+  lua_setiuservalue(L, -2, 1);
+  return bb;
+}
+
+/* The manager box of the guard at idx (NULL when the manager is closed). */
+static ManagerBox *owner(lua_State *L, int idx) {
+  lua_getiuservalue(L, idx, 1);
+  ManagerBox *mb = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return mb && mb->m ? mb : NULL;
+}
+
+/* A live guard of type mt whose manager is open and not busy. */
+static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **mbp) {
+  BlockBox *bb = luaL_checkudata(L, idx, mt);
+  if (!bb->live) luaL_error(L, "attempt to use a released or consumed %s", mt);
+  ManagerBox *mb = owner(L, idx);
+  if (!mb) luaL_error(L, "attempt to use a block of a closed " LKVBM_MANAGER_MT);
+  lkvbm_enter(L, mb->reg);
+  *mbp = mb;
+  return bb;
+}
+
+/* release for every guard type: idempotent; quiet once the manager is gone.
+ * Collected while policy code runs, a guard asks to be finalized again. */
+static int release(lua_State *L, const char *mt, int from_gc) {
+  BlockBox *bb = luaL_checkudata(L, 1, mt);
+  ManagerBox *mb = owner(L, 1);
+  if (!bb->live || !mb) {
+    bb->live = 0;
+    return 0;
+  }
+  if (mb->reg->busy) {
+    if (from_gc && lua_getmetatable(L, 1)) { /* finalize again in a later cycle */
+      lua_setmetatable(L, 1);
+      return 0;
+    }
+    lkvbm_enter(L, mb->reg); /* raises */
+  }
+  bb->live = 0;
+  CoreCall cc;
+  lkvbm_core_begin(L, mb, &cc);
+  if (strcmp(mt, LKVBM_WEAK_MT) == 0)
+    kvbm_weak_release(mb->m, &bb->w);
+  else
+    (void)kvbm_release(mb->m, bb->b);
+  lkvbm_core_end(L, mb, &cc);
+  return 0;
+}
+
+#define RELEASERS(kind, mt)                                               \
+  static int kind##_release(lua_State *L) { return release(L, mt, 0); } \
+  static int kind##_gc(lua_State *L) { return release(L, mt, 1); }
+RELEASERS(mutable, LKVBM_MUTABLE_MT)
+RELEASERS(complete, LKVBM_COMPLETE_MT)
+RELEASERS(immutable, LKVBM_IMMUTABLE_MT)
+RELEASERS(weak, LKVBM_WEAK_MT)
+
+static int block_id(lua_State *L, const char *mt) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, mt, &mb);
+  lua_pushinteger(L, kvbm_block_id(bb->b));
+  return 1;
+}
+
+static int mutable_id(lua_State *L) { return block_id(L, LKVBM_MUTABLE_MT); }
+static int complete_id(lua_State *L) { return block_id(L, LKVBM_COMPLETE_MT); }
+static int immutable_id(lua_State *L) { return block_id(L, LKVBM_IMMUTABLE_MT); }
+
+static int mutable_block_size(lua_State *L) {
+  ManagerBox *mb;
+  checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+  lua_pushinteger(L, (lua_Integer)kvbm_manager_block_size(mb->m));
+  return 1;
+}
+
+/* Mutable -> Complete. On a size mismatch: nil, err with err.block = the
+ * (still live) mutable block, as the crate returns it inside the error. */
+static int stage_with(lua_State *L, kvbm_hash h, size_t block_size) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+  lua_getiuservalue(L, 1, 1);
+  BlockBox *cb = lkvbm_pushblock(L, -1, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
+  cb->live = 0;
+  kvbm_block out;
+  int rc = kvbm_stage(mb->m, bb->b, h, block_size, &out);
+  if (rc < 0) {
+    lkvbm_pusherror(L, rc);
+    if (rc == KVBM_EBLOCK_SIZE_MISMATCH) {
+      lua_pushfstring(L, "Block size mismatch: expected %d tokens, got %d",
+                      (int)kvbm_manager_block_size(mb->m), (int)block_size);
+      lua_setfield(L, -2, "message");
+      lua_pushinteger(L, (lua_Integer)kvbm_manager_block_size(mb->m));
+      lua_setfield(L, -2, "expected");
+      lua_pushinteger(L, (lua_Integer)block_size);
+      lua_setfield(L, -2, "actual");
+    }
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "block");
+    return 2;
+  }
+  bb->live = 0;
+  cb->b = out;
+  cb->live = 1;
+  return 1;
+}
+
+static int mutable_stage(lua_State *L) {
+  kvbm_hash h = lkvbm_checkhash(L, 2);
+  lua_Integer bs = luaL_optinteger(L, 3, -1);
+  if (bs < 0) {
+    ManagerBox *mb;
+    checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+    bs = (lua_Integer)kvbm_manager_block_size(mb->m);
+  }
+  lua_settop(L, 1);
+  return stage_with(L, h, (size_t)bs);
+}
+
+/* mb:complete(seq, pos): stage with the sequence's hash at pos, checking
+ * the sequence's block size against the manager's. */
+static int mutable_complete(lua_State *L) {
+  lua_settop(L, 3);
+  luaL_checkudata(L, 2, LKVBM_SEQUENCE_MT);
+  lua_getfield(L, 2, "hash");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 1);
+  if (lua_isnil(L, -1)) luaL_argerror(L, 3, "no full block at this position");
+  kvbm_hash h = lkvbm_checkhash(L, -1);
+  lua_getfield(L, 2, "block_size");
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 1);
+  size_t bs = (size_t)lua_tointeger(L, -1);
+  lua_settop(L, 1);
+  return stage_with(L, h, bs);
+}
+
+static int complete_hash(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_COMPLETE_MT, &mb);
+  kvbm_hash h;
+  (void)kvbm_complete_hash(mb->m, bb->b, &h);
+  lkvbm_pushhash(L, h);
+  return 1;
+}
+
+static int complete_reset(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_COMPLETE_MT, &mb);
+  lua_getiuservalue(L, 1, 1);
+  BlockBox *out = lkvbm_pushblock(L, -1, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
+  out->live = 0;
+  int rc = kvbm_complete_reset(mb->m, bb->b, &out->b);
+  if (rc < 0) return lkvbm_pusherror(L, rc);
+  bb->live = 0;
+  out->live = 1;
+  return 1;
+}
+
+static int immutable_hash(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
+  kvbm_hash h;
+  (void)kvbm_block_hash_of(mb->m, bb->b, &h);
+  lkvbm_pushhash(L, h);
+  return 1;
+}
+
+static int immutable_use_count(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
+  lua_pushinteger(L, kvbm_block_use_count(mb->m, bb->b));
+  return 1;
+}
+
+static int immutable_clone(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
+  lua_getiuservalue(L, 1, 1);
+  BlockBox *copy = lkvbm_pushblock(L, -1, LKVBM_IMMUTABLE_MT, bb->b);
+  copy->live = kvbm_block_retain(mb->m, bb->b) == 0;
+  return 1;
+}
+
+static int immutable_set_evict(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
+  luaL_checktype(L, 2, LUA_TBOOLEAN);
+  (void)kvbm_block_set_reset_on_release(mb->m, bb->b, lua_toboolean(L, 2));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int immutable_manager(lua_State *L) {
+  ManagerBox *mb;
+  checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int immutable_downgrade(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
+  lua_getiuservalue(L, 1, 1);
+  BlockBox *wb = lkvbm_pushblock(L, -1, LKVBM_WEAK_MT, bb->b);
+  wb->live = 0;
+  int rc = kvbm_downgrade(mb->m, bb->b, &wb->w);
+  if (rc < 0) return lkvbm_pusherror(L, rc);
+  wb->live = 1;
+  return 1;
+}
+
+static int weak_hash(lua_State *L) {
+  BlockBox *wb = luaL_checkudata(L, 1, LKVBM_WEAK_MT);
+  if (!wb->live) luaL_error(L, "attempt to use a released " LKVBM_WEAK_MT);
+  lkvbm_pushhash(L, wb->w.hash);
+  return 1;
+}
+
+static int weak_upgrade(lua_State *L) {
+  ManagerBox *mb;
+  BlockBox *wb = checkguard(L, 1, LKVBM_WEAK_MT, &mb);
+  lua_getiuservalue(L, 1, 1);
+  BlockBox *ib = lkvbm_pushblock(L, -1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+  ib->live = 0;
+  CoreCall cc;
+  lkvbm_core_begin(L, mb, &cc);
+  int rc = kvbm_weak_upgrade(mb->m, &wb->w, &ib->b);
+  lkvbm_core_end(L, mb, &cc);
+  if (rc <= 0) return luaL_pushfail(L), 1;
+  ib->live = 1;
+  return 1;
+}
+
+static int guard_tostring(lua_State *L) {
+  BlockBox *bb = lua_touserdata(L, 1);
+  luaL_getmetafield(L, 1, "__name");
+  const char *name = lua_tostring(L, -1);
+  ManagerBox *mb = owner(L, 1);
+  if (!bb->live || !mb) {
+    lua_pushfstring(L, "%s (released)", name);
+    return 1;
+  }
+  kvbm_hash h;
+  char text[KVBM_HASH_STRLEN] = "";
+  int has_hash = name[5] == 'W' ? (h = bb->w.hash, 1) : kvbm_block_hash_of(mb->m, bb->b, &h) == 0;
+  if (has_hash) (void)kvbm_hash_format(h, text, sizeof text);
+  lua_pushfstring(L, "%s(id %d%s%s)", name, (int)kvbm_block_id(bb->b), has_hash ? ", " : "", text);
+  return 1;
+}
+
+static void guard_class(lua_State *L, const char *mt, lua_CFunction rel, lua_CFunction gc,
+                        const luaL_Reg *methods) {
+  const luaL_Reg meta[] = {{"__gc", gc}, {"__close", rel}, {"__tostring", guard_tostring}, {NULL, NULL}};
+  lkvbm_newclass(L, mt, meta, methods);
+  luaL_getmetatable(L, mt);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, rel);
+  lua_setfield(L, -2, "release");
+  lua_pop(L, 2);
+}
+
+void lkvbm_open_blocks(lua_State *L) {
+  static const luaL_Reg mutable_methods[] = {{"id", mutable_id},
+                                             {"block_size", mutable_block_size},
+                                             {"stage", mutable_stage},
+                                             {"complete", mutable_complete},
+                                             {NULL, NULL}};
+  static const luaL_Reg complete_methods[] = {
+      {"id", complete_id}, {"hash", complete_hash}, {"reset", complete_reset}, {NULL, NULL}};
+  static const luaL_Reg immutable_methods[] = {{"id", immutable_id},
+                                               {"hash", immutable_hash},
+                                               {"use_count", immutable_use_count},
+                                               {"clone", immutable_clone},
+                                               {"downgrade", immutable_downgrade},
+                                               {"set_evict_on_release", immutable_set_evict},
+                                               {"manager", immutable_manager},
+                                               {NULL, NULL}};
+  static const luaL_Reg weak_methods[] = {{"hash", weak_hash}, {"upgrade", weak_upgrade}, {NULL, NULL}};
+  guard_class(L, LKVBM_MUTABLE_MT, mutable_release, mutable_gc, mutable_methods);
+  guard_class(L, LKVBM_COMPLETE_MT, complete_release, complete_gc, complete_methods);
+  guard_class(L, LKVBM_IMMUTABLE_MT, immutable_release, immutable_gc, immutable_methods);
+  guard_class(L, LKVBM_WEAK_MT, weak_release, weak_gc, weak_methods);
+}

@@ -1,0 +1,511 @@
+/* lmanager.c - kvbm.manager: allocation, registration and lookups from Lua,
+ * metrics as a table and as Prometheus text. */
+#include <string.h>
+
+#include "lkvbm.h"
+
+ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
+  ManagerBox *mb = luaL_checkudata(L, idx, LKVBM_MANAGER_MT);
+  if (!mb->m) luaL_error(L, "attempt to use a closed " LKVBM_MANAGER_MT);
+  return mb;
+}
+
+void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
+  cc->paused_gc = 0;
+  if (mb->policy_ref == LUA_NOREF) return; /* C backends never call Lua */
+  if (lua_gc(L, LUA_GCISRUNNING)) {
+    lua_gc(L, LUA_GCSTOP);
+    cc->paused_gc = 1;
+  }
+  mb->reg->busy = 1;
+}
+
+void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) {
+  if (mb->policy_ref != LUA_NOREF) mb->reg->busy = 0;
+  if (cc->paused_gc) lua_gc(L, LUA_GCRESTART);
+  lkvbm_flush_removed(L, mb->reg);
+}
+
+/* Checks the manager at idx and that no policy code is running. */
+static ManagerBox *enter(lua_State *L, int idx) {
+  ManagerBox *mb = lkvbm_checkmanager(L, idx);
+  lkvbm_enter(L, mb->reg);
+  return mb;
+}
+
+/* ------------------------------------------------------- construction */
+
+static const char *const backend_names[] = {"lineage", "lineage_fifo", "lru", "multi_lru", "hashmap", NULL};
+static const char *const duplicate_names[] = {"allow", "reject", NULL};
+
+static uint32_t optcount(lua_State *L, int t, const char *field, uint32_t dflt, int *given) {
+  lua_getfield(L, t, field);
+  uint32_t v = dflt;
+  *given = !lua_isnil(L, -1);
+  if (*given) {
+    lua_Integer i = luaL_checkinteger(L, -1);
+    v = i < 0 ? 0 : i > (lua_Integer)UINT32_MAX ? UINT32_MAX : (uint32_t)i;
+    if (i > (lua_Integer)UINT32_MAX || (i < 0)) v = (i < 0) ? 0 : UINT32_MAX;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int config_error(lua_State *L, const char *msg) {
+  lkvbm_pusherror(L, KVBM_ECONFIG);
+  lua_pushfstring(L, "Builder validation failed: %s", msg);
+  lua_setfield(L, -2, "message");
+  return 2;
+}
+
+static int manager_new(lua_State *L) {
+  static const char *const known[] = {"blocks", "block_size", "registry", "name", "backend",
+                                      "thresholds", "duplicates", "reset_on_release", NULL};
+  lkvbm_checkoptions(L, 1, known);
+  kvbm_manager_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  int given;
+  cfg.block_count = optcount(L, 1, "blocks", 0, &given);
+  if (!given) return config_error(L, "block_count is required");
+  cfg.block_size = optcount(L, 1, "block_size", 16, &given);
+  if (given && cfg.block_size == 0) return config_error(L, "Invalid block_size 0: must be a power of 2 between 1 and 1024");
+
+  lua_getfield(L, 1, "registry");
+  RegistryBox *rb = lua_isnil(L, -1) ? NULL : lkvbm_checkregistry(L, -1);
+  int ridx = lua_gettop(L);
+  if (!rb) return config_error(L, "registry is required");
+  lkvbm_enter(L, rb);
+  cfg.registry = rb->r;
+
+  lua_getfield(L, 1, "name");
+  cfg.name = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "backend");
+  int pidx = 0;
+  if (lua_istable(L, -1)) {
+    cfg.backend = KVBM_BACKEND_POLICY;
+    pidx = lua_gettop(L);
+    lua_getfield(L, pidx, "victims");
+    if (!lua_isfunction(L, -1)) luaL_error(L, "a Lua policy backend needs a victims(n) function");
+    lua_pop(L, 1);
+  } else if (!lua_isnil(L, -1)) {
+    cfg.backend = (kvbm_backend)luaL_checkoption(L, -1, NULL, backend_names);
+  }
+  lua_getfield(L, 1, "thresholds");
+  if (!lua_isnil(L, -1)) {
+    luaL_checktype(L, -1, LUA_TTABLE);
+    for (int i = 0; i < 3; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      lua_Integer t = luaL_checkinteger(L, -1);
+      cfg.thresholds[i] = (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
+      lua_pop(L, 1);
+    }
+    if (cfg.thresholds[0] == 0 && cfg.thresholds[1] == 0 && cfg.thresholds[2] == 0)
+      return config_error(L, "cold_to_warm threshold must be >= 1 to distinguish from zero-access blocks");
+  }
+  lua_getfield(L, 1, "duplicates");
+  cfg.reject_duplicates = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, duplicate_names);
+  lua_getfield(L, 1, "reset_on_release");
+  cfg.reset_on_release = lua_toboolean(L, -1);
+  cfg.alloc = lkvbm_allocator(L);
+
+  char msg[200];
+  if (kvbm_manager_config_check(&cfg, msg, sizeof msg) < 0) return config_error(L, msg);
+
+  ManagerBox *mb = lua_newuserdatauv(L, sizeof *mb, 2);
+  memset(mb, 0, sizeof *mb);
+  mb->reg = rb;
+  mb->policy_ref = LUA_NOREF;
+  luaL_setmetatable(L, LKVBM_MANAGER_MT);
+  int midx = lua_gettop(L);
+  lua_pushvalue(L, ridx);
+  lua_setiuservalue(L, midx, 1); /* the manager keeps its registry alive */
+  kvbm_policy policy;
+  if (pidx) {
+    lkvbm_policy_init(L, mb, pidx, &policy);
+    cfg.policy = &policy;
+  }
+  int rc = kvbm_manager_new(&cfg, &mb->m);
+  if (rc < 0) {
+    lkvbm_policy_free(L, mb);
+    return lkvbm_pusherror(L, rc);
+  }
+  lua_settop(L, midx);
+  return 1;
+}
+
+static int close_manager(lua_State *L, int from_gc) {
+  ManagerBox *mb = luaL_checkudata(L, 1, LKVBM_MANAGER_MT);
+  if (mb->m) {
+    if (mb->reg->busy) {
+      if (from_gc) { /* collected while policy code runs: finalize again later */
+        luaL_setmetatable(L, LKVBM_MANAGER_MT);
+        return 0;
+      }
+      lkvbm_enter(L, mb->reg); /* raises */
+    }
+    CoreCall cc;
+    lkvbm_core_begin(L, mb, &cc);
+    kvbm_manager_free(mb->m);
+    mb->m = NULL;
+    lkvbm_core_end(L, mb, &cc);
+    lkvbm_policy_free(L, mb);
+  }
+  return 0;
+}
+
+static int manager_close(lua_State *L) { return close_manager(L, 0); }
+static int manager_gc(lua_State *L) { return close_manager(L, 1); }
+
+/* --------------------------------------------------------- allocation */
+
+/* A scratch array of n block handles (on the Lua stack). */
+static kvbm_block *scratch_blocks(lua_State *L, size_t n) {
+  return lua_newuserdatauv(L, (n ? n : 1) * sizeof(kvbm_block), 0);
+}
+
+static int allocate(lua_State *L, int with_evictions) {
+  ManagerBox *mb = enter(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "block count must be non-negative");
+  if ((lua_Unsigned)n > kvbm_manager_total(mb->m)) {
+    lkvbm_pusherror(L, KVBM_ENOSPC);
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "requested");
+    lua_pushinteger(L, (lua_Integer)kvbm_manager_available(mb->m));
+    lua_setfield(L, -2, "available");
+    return 2;
+  }
+  kvbm_block *buf = scratch_blocks(L, (size_t)n);
+  kvbm_hash *evicted = with_evictions ? lua_newuserdatauv(L, (n ? (size_t)n : 1) * sizeof *evicted, 0) : NULL;
+  lua_createtable(L, (int)n, 0); /* the guards exist before the core changes anything */
+  int t = lua_gettop(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lkvbm_pushblock(L, 1, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
+    lua_rawseti(L, t, i);
+  }
+  CoreCall cc;
+  lkvbm_core_begin(L, mb, &cc);
+  int rc = kvbm_allocate(mb->m, (size_t)n, buf, evicted);
+  lkvbm_core_end(L, mb, &cc);
+  if (rc < 0) {
+    lkvbm_pusherror(L, rc);
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "requested");
+    lua_pushinteger(L, (lua_Integer)kvbm_manager_available(mb->m));
+    lua_setfield(L, -2, "available");
+    return 2;
+  }
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, t, i);
+    BlockBox *bb = lua_touserdata(L, -1);
+    bb->b = buf[i - 1];
+    bb->live = 1;
+    lua_pop(L, 1);
+  }
+  if (!with_evictions) return 1;
+  lua_createtable(L, rc, 0);
+  for (int i = 0; i < rc; i++) {
+    lkvbm_pushhash(L, evicted[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 2;
+}
+
+static int manager_allocate(lua_State *L) { return allocate(L, 0); }
+static int manager_allocate_with_evictions(lua_State *L) { return allocate(L, 1); }
+
+/* -------------------------------------------------------- registration */
+
+static kvbm_block checkcomplete(lua_State *L, int idx, ManagerBox *mb) {
+  BlockBox *bb = luaL_testudata(L, idx, LKVBM_COMPLETE_MT);
+  if (!bb) luaL_typeerror(L, idx, LKVBM_COMPLETE_MT);
+  if (!bb->live) luaL_error(L, "attempt to use a released or consumed " LKVBM_COMPLETE_MT);
+  lua_getiuservalue(L, idx, 1);
+  int same = lua_touserdata(L, -1) == (void *)mb;
+  lua_pop(L, 1);
+  if (!same) luaL_argerror(L, idx, "block of another manager");
+  return bb->b;
+}
+
+/* Registers the CompleteBlocks listed at idx (a table) or the one at idx. */
+static int do_register(lua_State *L, int all) {
+  ManagerBox *mb = enter(L, 1);
+  size_t n = 1;
+  if (all) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = lua_rawlen(L, 2);
+  }
+  kvbm_block *in = scratch_blocks(L, n), *out = scratch_blocks(L, n);
+  lua_createtable(L, (int)n, 0);
+  int t = lua_gettop(L);
+  for (size_t i = 0; i < n; i++) {
+    if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    in[i] = checkcomplete(L, all ? -1 : 2, mb);
+    if (all) lua_pop(L, 1);
+    lkvbm_pushblock(L, 1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
+    lua_rawseti(L, t, (lua_Integer)i + 1);
+  }
+  CoreCall cc;
+  lkvbm_core_begin(L, mb, &cc);
+  int rc = kvbm_register_all(mb->m, in, n, out);
+  lkvbm_core_end(L, mb, &cc);
+  if (rc == KVBM_EINVAL) luaL_error(L, "the same CompleteBlock is listed twice");
+  if (rc < 0) return lkvbm_pusherror(L, rc);
+  for (size_t i = 0; i < n; i++) {
+    if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    ((BlockBox *)lua_touserdata(L, all ? -1 : 2))->live = 0; /* consumed */
+    if (all) lua_pop(L, 1);
+    lua_rawgeti(L, t, (lua_Integer)i + 1);
+    BlockBox *ib = lua_touserdata(L, -1);
+    ib->b = out[i];
+    ib->live = 1;
+    lua_pop(L, 1);
+  }
+  if (!all) lua_rawgeti(L, t, 1);
+  return 1;
+}
+
+static int manager_register(lua_State *L) { return do_register(L, 0); }
+static int manager_register_all(lua_State *L) { return do_register(L, 1); }
+
+/* ------------------------------------------------------------- lookups */
+
+typedef size_t (*lookup_fn)(kvbm_manager *, const kvbm_hash *, size_t, int, kvbm_block *);
+
+static size_t do_match(kvbm_manager *m, const kvbm_hash *h, size_t n, int touch, kvbm_block *out) {
+  (void)touch;
+  return kvbm_match(m, h, n, out);
+}
+static size_t do_scattered(kvbm_manager *m, const kvbm_hash *h, size_t n, int touch, kvbm_block *out) {
+  (void)touch;
+  return kvbm_match_scattered(m, h, n, out);
+}
+
+enum { AS_PREFIX, AS_ALIGNED, AS_MAP };
+
+static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
+  ManagerBox *mb = enter(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t n = lua_rawlen(L, 2);
+  kvbm_hash *hs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *hs, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    hs[i] = lkvbm_checkhash(L, -1);
+    lua_pop(L, 1);
+  }
+  kvbm_block *out = scratch_blocks(L, n);
+  /* guards first (they may raise), then the core call that cannot */
+  int guards = lua_gettop(L) + 1;
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lkvbm_pushblock(L, 1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
+    lua_rawseti(L, guards, (lua_Integer)i + 1);
+  }
+  lua_createtable(L, shape == AS_MAP ? 0 : (int)n, shape == AS_MAP ? (int)n : 1);
+  int res = lua_gettop(L);
+  CoreCall cc;
+  lkvbm_core_begin(L, mb, &cc);
+  size_t k = fn(mb->m, hs, n, touch, out);
+  lkvbm_core_end(L, mb, &cc);
+  size_t limit = shape == AS_PREFIX ? k : n;
+  for (size_t i = 0; i < limit; i++) {
+    if (out[i] == KVBM_NO_BLOCK) continue;
+    lua_rawgeti(L, guards, (lua_Integer)i + 1);
+    BlockBox *bb = lua_touserdata(L, -1);
+    bb->b = out[i];
+    bb->live = 1;
+    if (shape == AS_MAP) {
+      lkvbm_pushhash(L, hs[i]);
+      lua_insert(L, -2);
+      lua_rawset(L, res);
+    } else {
+      lua_rawseti(L, res, (lua_Integer)i + 1);
+    }
+  }
+  if (shape == AS_ALIGNED) {
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_setfield(L, res, "n");
+  }
+  return 1;
+}
+
+static int manager_match(lua_State *L) { return lookup(L, do_match, AS_PREFIX, 0); }
+static int manager_match_scattered(lua_State *L) { return lookup(L, do_scattered, AS_ALIGNED, 0); }
+static int manager_scan(lua_State *L) {
+  int touch = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
+  return lookup(L, kvbm_scan, AS_MAP, touch);
+}
+
+static int manager_reset_inactive(lua_State *L) {
+  ManagerBox *mb = enter(L, 1);
+  CoreCall cc;
+  lkvbm_core_begin(L, mb, &cc);
+  int rc = kvbm_reset_inactive(mb->m);
+  lkvbm_core_end(L, mb, &cc);
+  if (rc < 0) {
+    lkvbm_pusherror(L, rc);
+    lua_pushinteger(L, (lua_Integer)kvbm_manager_total(mb->m));
+    lua_setfield(L, -2, "expected");
+    lua_pushinteger(L, (lua_Integer)kvbm_manager_reset(mb->m));
+    lua_setfield(L, -2, "actual");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------- accessors */
+
+#define SIZE_GETTER(fname, cfn)                                   \
+  static int fname(lua_State *L) {                                \
+    lua_pushinteger(L, (lua_Integer)cfn(lkvbm_checkmanager(L, 1)->m)); \
+    return 1;                                                     \
+  }
+SIZE_GETTER(manager_available, kvbm_manager_available)
+SIZE_GETTER(manager_total, kvbm_manager_total)
+SIZE_GETTER(manager_block_size, kvbm_manager_block_size)
+SIZE_GETTER(manager_inactive, kvbm_manager_inactive)
+SIZE_GETTER(manager_reset, kvbm_manager_reset)
+SIZE_GETTER(manager_bytes, kvbm_manager_bytes)
+SIZE_GETTER(manager_tier, kvbm_manager_tier)
+
+static int manager_name(lua_State *L) {
+  lua_pushstring(L, kvbm_manager_name(lkvbm_checkmanager(L, 1)->m));
+  return 1;
+}
+
+static int manager_registry(lua_State *L) {
+  lkvbm_checkmanager(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int manager_tostring(lua_State *L) {
+  ManagerBox *mb = luaL_checkudata(L, 1, LKVBM_MANAGER_MT);
+  if (!mb->m) return lua_pushliteral(L, "kvbm.Manager (closed)"), 1;
+  lua_pushfstring(L, "kvbm.Manager %s (%d blocks of %d tokens, %d available, %d inactive)",
+                  kvbm_manager_name(mb->m), (int)kvbm_manager_total(mb->m),
+                  (int)kvbm_manager_block_size(mb->m), (int)kvbm_manager_available(mb->m),
+                  (int)kvbm_manager_inactive(mb->m));
+  return 1;
+}
+
+/* ------------------------------------------------------------ metrics */
+
+#define COUNTERS(XX)                                                                 \
+  XX(allocations, "Total number of blocks allocated")                               \
+  XX(allocations_from_reset, "Blocks allocated from the reset pool")                \
+  XX(evictions, "Blocks evicted from the inactive pool for allocation")             \
+  XX(registrations, "Blocks registered")                                            \
+  XX(duplicate_blocks, "Duplicate blocks created under the allow policy")           \
+  XX(registration_dedup, "Registrations deduplicated under the reject policy")      \
+  XX(stagings, "Mutable blocks staged")                                             \
+  XX(match_hashes_requested, "Hashes requested by match")                           \
+  XX(match_blocks_returned, "Blocks returned by match")                             \
+  XX(scan_hashes_requested, "Hashes requested by scan")                             \
+  XX(scan_blocks_returned, "Blocks returned by scan")
+#define GAUGES(XX)                                                                   \
+  XX(inflight_mutable, "Mutable blocks currently held")                             \
+  XX(inflight_immutable, "Immutable block references currently held")              \
+  XX(reset_pool_size, "Blocks in the reset pool")                                   \
+  XX(inactive_pool_size, "Blocks in the inactive pool")
+
+void lkvbm_pushmetrics(lua_State *L, const kvbm_manager *m) {
+  kvbm_metrics x;
+  kvbm_manager_metrics(m, &x);
+  lua_createtable(L, 0, 20);
+#define SET(field, help)                    \
+  lua_pushinteger(L, (lua_Integer)x.field); \
+  lua_setfield(L, -2, "kvbm_" #field);
+#define SET_TOTAL(field, help)              \
+  lua_pushinteger(L, (lua_Integer)x.field); \
+  lua_setfield(L, -2, "kvbm_" #field "_total");
+  COUNTERS(SET_TOTAL)
+  GAUGES(SET)
+#undef SET
+#undef SET_TOTAL
+  lua_pushinteger(L, (lua_Integer)x.policy_errors);
+  lua_setfield(L, -2, "policy_errors");
+  lua_pushnumber(L, x.match_hashes_requested
+                        ? (lua_Number)x.match_blocks_returned / (lua_Number)x.match_hashes_requested
+                        : 0.0);
+  lua_setfield(L, -2, "hit_rate");
+}
+
+static int manager_metrics(lua_State *L) {
+  lkvbm_pushmetrics(L, lkvbm_checkmanager(L, 1)->m);
+  return 1;
+}
+
+/* kvbm.prometheus{m1, m2, ...} -> text exposition, one family per metric,
+ * one sample per manager labelled pool="<name>". */
+static int prometheus(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  kvbm_metrics *ms = lua_newuserdatauv(L, (n ? (size_t)n : 1) * sizeof *ms, 0);
+  const char **names = lua_newuserdatauv(L, (n ? (size_t)n : 1) * sizeof *names, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    ManagerBox *mb = lkvbm_checkmanager(L, -1);
+    kvbm_manager_metrics(mb->m, &ms[i - 1]);
+    names[i - 1] = kvbm_manager_name(mb->m);
+    lua_pop(L, 1); /* the list keeps the manager (and its name) alive */
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char line[256];
+#define FAMILY(field, help, suffix, kind)                                                    \
+  if (n > 0) {                                                                               \
+    snprintf(line, sizeof line, "# HELP kvbm_%s%s %s\n# TYPE kvbm_%s%s %s\n", #field, suffix, \
+             help, #field, suffix, kind);                                                    \
+    luaL_addstring(&b, line);                                                                \
+    for (lua_Integer i = 0; i < n; i++) {                                                    \
+      lua_pushfstring(L, "kvbm_%s%s{pool=\"%s\"} %I\n", #field, suffix, names[i],           \
+                      (lua_Integer)ms[i].field);                                             \
+      luaL_addvalue(&b);                                                                     \
+    }                                                                                        \
+  }
+#define COUNTER(field, help) FAMILY(field, help, "_total", "counter")
+#define GAUGE(field, help) FAMILY(field, help, "", "gauge")
+  COUNTERS(COUNTER)
+  GAUGES(GAUGE)
+#undef COUNTER
+#undef GAUGE
+#undef FAMILY
+  luaL_pushresult(&b);
+  return 1;
+}
+
+void lkvbm_open_manager(lua_State *L) {
+  static const luaL_Reg meta[] = {{"__gc", manager_gc},
+                                  {"__close", manager_close},
+                                  {"__tostring", manager_tostring},
+                                  {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"allocate", manager_allocate},
+      {"allocate_with_evictions", manager_allocate_with_evictions},
+      {"register", manager_register},
+      {"register_all", manager_register_all},
+      {"match", manager_match},
+      {"match_scattered", manager_match_scattered},
+      {"scan", manager_scan},
+      {"reset_inactive", manager_reset_inactive},
+      {"available", manager_available},
+      {"total", manager_total},
+      {"block_size", manager_block_size},
+      {"inactive", manager_inactive},
+      {"reset_pool", manager_reset},
+      {"bytes", manager_bytes},
+      {"tier", manager_tier},
+      {"name", manager_name},
+      {"registry", manager_registry},
+      {"metrics", manager_metrics},
+      {"close", manager_close},
+      {NULL, NULL},
+  };
+  lkvbm_newclass(L, LKVBM_MANAGER_MT, meta, methods);
+  lua_pushcfunction(L, manager_new);
+  lua_setfield(L, -2, "manager");
+  lua_pushcfunction(L, prometheus);
+  lua_setfield(L, -2, "prometheus");
+}

@@ -1,0 +1,76 @@
+/* lpolicy.c - eviction policies written in Lua. The core keeps the index and
+ * its correctness; the policy table only orders victims:
+ *   on_insert(id, h), on_remove(id, h), victims(n) --> {id...}
+ * Every call is protected: an error or a bad answer is counted by the core
+ * (kvbm_metrics.policy_errors) and the built-in order is used instead. */
+#include "lkvbm.h"
+
+/* Pushes policy[name] ready to call; 0 when the policy has no such function. */
+static int getfunc(ManagerBox *mb, const char *name) {
+  lua_State *L = mb->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, mb->policy_ref);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (lua_isfunction(L, -1)) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int notify(void *ud, const char *name, uint32_t id, kvbm_hash h) {
+  ManagerBox *mb = ud;
+  lua_State *L = mb->L;
+  if (!lua_checkstack(L, 4)) return -1;
+  if (!getfunc(mb, name)) return 0;
+  lua_pushinteger(L, id);
+  lkvbm_pushhash(L, h);
+  int rc = lua_pcall(L, 2, 0, 0);
+  if (rc != LUA_OK) lua_pop(L, 1);
+  return rc == LUA_OK ? 0 : -1;
+}
+
+static int on_insert(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_insert", id, h); }
+static int on_remove(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_remove", id, h); }
+
+static int victims(void *ud, size_t n, uint32_t *out) {
+  ManagerBox *mb = ud;
+  lua_State *L = mb->L;
+  if (!lua_checkstack(L, 4) || !getfunc(mb, "victims")) return -1;
+  lua_pushinteger(L, (lua_Integer)n);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  size_t k = 0;
+  for (;; k++) {
+    int isint;
+    lua_rawgeti(L, -1, (lua_Integer)k + 1);
+    lua_Integer id = lua_tointegerx(L, -1, &isint);
+    int done = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (done || k == n) break;
+    if (!isint || id < 0 || id > (lua_Integer)UINT32_MAX) {
+      lua_pop(L, 1);
+      return -1; /* garbage: the core falls back for all of it */
+    }
+    out[k] = (uint32_t)id;
+  }
+  lua_pop(L, 1);
+  return (int)k;
+}
+
+void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p) {
+  lua_pushvalue(L, idx);
+  mb->policy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* never a coroutine's state */
+  mb->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  p->on_insert = on_insert;
+  p->on_remove = on_remove;
+  p->victims = victims;
+  p->ud = mb;
+}
+
+void lkvbm_policy_free(lua_State *L, ManagerBox *mb) {
+  if (mb->policy_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, mb->policy_ref);
+  mb->policy_ref = LUA_NOREF;
+}
