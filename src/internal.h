@@ -37,4 +37,8 @@ int kvbm__grow(const kvbm_allocator *a, void **arr, size_t *cap, size_t need, si
 void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
                        size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes);
 
+/* Checks a manager's invariants; counts[] gets the slots per state
+ * (kvbm_block_state_t order). 0, or -1 with a message. */
+int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size);
+
 #endif

@@ -554,3 +554,68 @@ int kvbm_reset_inactive(kvbm_manager *m) {
   }
   return m->ring_len == m->total ? 0 : KVBM_ERESET_MISMATCH;
 }
+
+/* ----------------------------------------------------- self-check */
+
+/* Verifies the store's invariants (crate spec 3.10) and that the registry
+ * agrees with the slots; used by the randomized model specs. */
+int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size) {
+  const kvbm_registry *r = m->reg;
+  size_t n[8] = {0};
+  for (uint32_t s = 0; s < m->total; s++) {
+    unsigned st = m->state[s];
+    if (st > KVBM_STATE_INACTIVE) return snprintf(msg, size, "slot %u: bad state %u", s, st), -1;
+    n[st]++;
+    int registered = st >= KVBM_STATE_PRIMARY;
+    if (registered != (m->entry[s] != NONE))
+      return snprintf(msg, size, "slot %u: state %u but entry %u", s, st, m->entry[s]), -1;
+    if (!registered) continue;
+    const kvbm__entry *en = &r->entries[m->entry[s]];
+    if (en->refs == 0) return snprintf(msg, size, "slot %u: entry without references", s), -1;
+    if (kvbm__registry_find(r, en->hash) != m->entry[s])
+      return snprintf(msg, size, "slot %u: entry not indexed under its hash", s), -1;
+    if (st != KVBM_STATE_DUPLICATE && en->slot[m->tier] != s)
+      return snprintf(msg, size, "slot %u: hash owned by slot %u", s, en->slot[m->tier]), -1;
+    if (st == KVBM_STATE_DUPLICATE &&
+        (m->state[m->dup_of[s]] != KVBM_STATE_PRIMARY || m->entry[m->dup_of[s]] != m->entry[s]))
+      return snprintf(msg, size, "slot %u: duplicate without its live primary", s), -1;
+    if ((st == KVBM_STATE_INACTIVE) != (m->refs[s] == 0))
+      return snprintf(msg, size, "slot %u: state %u with %u references", s, st, m->refs[s]), -1;
+  }
+  if (n[KVBM_STATE_RESET] != m->ring_len)
+    return snprintf(msg, size, "%zu reset slots, ring holds %u", n[KVBM_STATE_RESET], m->ring_len), -1;
+  for (uint32_t i = 0; i < m->ring_len; i++) {
+    uint32_t s = m->ring[(m->ring_head + i) % m->total];
+    if (m->state[s] != KVBM_STATE_RESET) return snprintf(msg, size, "ring holds busy slot %u", s), -1;
+  }
+  if (n[KVBM_STATE_INACTIVE] != m->backend->len)
+    return snprintf(msg, size, "%zu inactive slots, index holds %zu", n[KVBM_STATE_INACTIVE],
+                    m->backend->len), -1;
+  /* presence and ownership per entry; duplicates keep their primary's refs */
+  for (size_t e = 0; e < r->nentries; e++) {
+    const kvbm__entry *en = &r->entries[e];
+    if (kvbm__registry_find(r, en->hash) != e) continue; /* a free entry */
+    uint32_t present = 0, owners = 0;
+    for (uint32_t s = 0; s < m->total; s++) {
+      if (m->entry[s] != e) continue;
+      present++;
+      owners += m->state[s] != KVBM_STATE_DUPLICATE;
+    }
+    if (present != en->presence[m->tier])
+      return snprintf(msg, size, "entry %zu: presence %u, slots %u", e, en->presence[m->tier], present), -1;
+    if (owners > 1) return snprintf(msg, size, "entry %zu: %u primary/inactive slots", e, owners), -1;
+    if (en->slot[m->tier] != NONE && m->entry[en->slot[m->tier]] != e)
+      return snprintf(msg, size, "entry %zu: owner slot holds another hash", e), -1;
+  }
+  for (uint32_t s = 0; s < m->total; s++) {
+    if (m->state[s] != KVBM_STATE_PRIMARY) continue;
+    uint32_t dups = 0;
+    for (uint32_t d = 0; d < m->total; d++)
+      dups += m->state[d] == KVBM_STATE_DUPLICATE && m->dup_of[d] == s;
+    if (m->refs[s] < dups + 1)
+      return snprintf(msg, size, "primary %u: %u references for %u duplicates", s, m->refs[s], dups), -1;
+  }
+  if (counts)
+    for (int i = 0; i < 6; i++) counts[i] = n[i];
+  return 0;
+}

@@ -168,10 +168,10 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lkvbm_open_hash(L);
   lua_setfield(L, -2, "hash");
   lkvbm_open_sequence(L);
+  luaL_newlib(L, debug_funcs);
+  lua_setfield(L, -2, "_debug");
   lkvbm_open_registry(L);
   lkvbm_open_manager(L);
   lkvbm_open_blocks(L);
-  luaL_newlib(L, debug_funcs);
-  lua_setfield(L, -2, "_debug");
   return 1;
 }

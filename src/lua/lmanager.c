@@ -2,6 +2,7 @@
  * metrics as a table and as Prometheus text. */
 #include <string.h>
 
+#include "internal.h" /* kvbm__manager_check */
 #include "lkvbm.h"
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
@@ -476,6 +477,25 @@ static int prometheus(lua_State *L) {
   return 1;
 }
 
+/* kvbm._debug.check(m) -> counts per state, or nil, message */
+static int debug_check(lua_State *L) {
+  static const char *const names[] = {"reset", "mutable", "staged", "primary", "duplicate", "inactive"};
+  ManagerBox *mb = lkvbm_checkmanager(L, 1);
+  size_t counts[6];
+  char msg[200];
+  if (kvbm__manager_check(mb->m, counts, msg, sizeof msg) < 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, msg);
+    return 2;
+  }
+  lua_createtable(L, 0, 6);
+  for (int i = 0; i < 6; i++) {
+    lua_pushinteger(L, (lua_Integer)counts[i]);
+    lua_setfield(L, -2, names[i]);
+  }
+  return 1;
+}
+
 void lkvbm_open_manager(lua_State *L) {
   static const luaL_Reg meta[] = {{"__gc", manager_gc},
                                   {"__close", manager_close},
@@ -508,4 +528,8 @@ void lkvbm_open_manager(lua_State *L) {
   lua_setfield(L, -2, "manager");
   lua_pushcfunction(L, prometheus);
   lua_setfield(L, -2, "prometheus");
+  lua_getfield(L, -1, "_debug");
+  lua_pushcfunction(L, debug_check);
+  lua_setfield(L, -2, "check");
+  lua_pop(L, 1);
 }
