@@ -197,6 +197,7 @@ KVBM_API void kvbm_registry_unacquire(kvbm_registry *r, kvbm_hash h);
 /* Presence of h in the tier of manager number `tier` (kvbm_manager_tier). */
 KVBM_API int kvbm_registry_present(const kvbm_registry *r, kvbm_hash h, unsigned tier);
 KVBM_API int kvbm_registry_has_frequency(const kvbm_registry *r);
+KVBM_API size_t kvbm_registry_bytes(const kvbm_registry *r); /* memory held */
 KVBM_API void kvbm_registry_touch(kvbm_registry *r, kvbm_hash h);       /* tracker +1 */
 KVBM_API uint32_t kvbm_registry_frequency(const kvbm_registry *r, kvbm_hash h); /* 0..15 */
 

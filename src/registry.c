@@ -151,3 +151,8 @@ void kvbm_registry_touch(kvbm_registry *r, kvbm_hash h) {
 uint32_t kvbm_registry_frequency(const kvbm_registry *r, kvbm_hash h) {
   return r->tracker ? kvbm__tinylfu_estimate(r->tracker, h) : 0;
 }
+
+size_t kvbm_registry_bytes(const kvbm_registry *r) {
+  return sizeof *r + r->entries_cap * sizeof *r->entries + kvbm__map_bytes(&r->map) +
+         (r->tracker ? kvbm__tinylfu_bytes(r->tracker) : 0);
+}

@@ -1,0 +1,143 @@
+/* bench_replay.c - the trace replay of DESIGN.md through the C API:
+ *   bench_replay TRACE BLOCK_COUNT WINDOW BACKEND
+ * For each request, in file order: (e) release the oldest request of the
+ * window when W requests hold blocks; (a) hash the full blocks (block size
+ * 16, the line's salt); (b) match them; (c) allocate the rest, or count the
+ * request rejected and release what it holds; (d) stage and register the
+ * new blocks. Only the request loop is timed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvbm.h"
+
+#define BLOCK_SIZE 16
+
+typedef struct {
+  uint64_t salt;
+  uint32_t *tokens;
+  size_t n;
+} request;
+
+static request *load(const char *path, size_t *count) {
+  FILE *f = fopen(path, "r");
+  if (!f) return NULL;
+  size_t cap = 1024, n = 0;
+  request *rs = malloc(cap * sizeof *rs);
+  unsigned long long id, salt;
+  size_t ntok;
+  while (fscanf(f, "%llu %llu %zu", &id, &salt, &ntok) == 3) {
+    if (n == cap) rs = realloc(rs, (cap *= 2) * sizeof *rs);
+    rs[n].salt = salt;
+    rs[n].n = ntok;
+    rs[n].tokens = malloc((ntok ? ntok : 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < ntok; i++) {
+      unsigned long t;
+      if (fscanf(f, "%lu", &t) != 1) return fclose(f), NULL;
+      rs[n].tokens[i] = (uint32_t)t;
+    }
+    n++;
+  }
+  fclose(f);
+  *count = n;
+  return rs;
+}
+
+static int backend_of(const char *name) {
+  static const char *const names[] = {"lineage", "lineage_fifo", "lru", "multi_lru", "hashmap"};
+  for (int i = 0; i < 5; i++)
+    if (strcmp(name, names[i]) == 0) return i;
+  return -1;
+}
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 5 || backend_of(argv[4]) < 0) {
+    fprintf(stderr, "usage: bench_replay TRACE BLOCK_COUNT WINDOW lineage|lineage_fifo|lru|multi_lru|hashmap\n");
+    return 2;
+  }
+  size_t nreq;
+  request *rs = load(argv[1], &nreq);
+  if (!rs) return fprintf(stderr, "bench_replay: cannot read %s\n", argv[1]), 1;
+  uint32_t block_count = (uint32_t)atol(argv[2]);
+  size_t window = (size_t)atol(argv[3]), max_blocks = 0;
+  for (size_t i = 0; i < nreq; i++)
+    if (rs[i].n / BLOCK_SIZE > max_blocks) max_blocks = rs[i].n / BLOCK_SIZE;
+
+  kvbm_registry *reg;
+  kvbm_manager *m;
+  kvbm_backend backend = (kvbm_backend)backend_of(argv[4]);
+  if (kvbm_registry_new(NULL, backend == KVBM_BACKEND_MULTI_LRU ? KVBM_FREQUENCY_MEDIUM : KVBM_FREQUENCY_NONE, &reg) < 0)
+    return 1;
+  kvbm_manager_config cfg = {.block_count = block_count, .block_size = BLOCK_SIZE, .registry = reg,
+                             .name = "G1", .backend = backend};
+  if (kvbm_manager_new(&cfg, &m) < 0) return 1;
+
+  /* the window: W slots of held blocks, oldest first */
+  kvbm_block *held = malloc(window * max_blocks * sizeof *held);
+  size_t *nheld = calloc(window, sizeof *nheld), head = 0, inwin = 0;
+  kvbm_block *mut = malloc((max_blocks + 1) * sizeof *mut), *cbs = malloc((max_blocks + 1) * sizeof *cbs);
+  kvbm_sequence *seq = NULL;
+  uint64_t seq_salt = 0;
+  size_t hits = 0, allocs = 0, rejected = 0, full_blocks = 0;
+
+  double t0 = now_ns();
+  for (size_t r = 0; r < nreq; r++) {
+    if (inwin == window) { /* (e) release the oldest request, in position order */
+      for (size_t i = 0; i < nheld[head]; i++) (void)kvbm_release(m, held[head * max_blocks + i]);
+      head = (head + 1) % window;
+      inwin--;
+    }
+    size_t nfull = rs[r].n / BLOCK_SIZE;
+    full_blocks += nfull;
+    if (!seq || seq_salt != rs[r].salt) { /* (a) */
+      kvbm_sequence_free(seq);
+      if (kvbm_sequence_new(NULL, BLOCK_SIZE, rs[r].salt, &seq) < 0) return 1;
+      seq_salt = rs[r].salt;
+    }
+    kvbm_sequence_truncate(seq, 0);
+    if (kvbm_sequence_extend(seq, rs[r].tokens, nfull * BLOCK_SIZE, NULL, NULL) < 0) return 1;
+    const kvbm_hash *hashes = kvbm_sequence_hashes(seq);
+    size_t slot = (head + inwin) % window;
+    kvbm_block *mine = held + slot * max_blocks;
+    size_t h = kvbm_match(m, hashes, nfull, mine); /* (b) */
+    hits += h;
+    if (kvbm_allocate(m, nfull - h, mut, NULL) < 0) { /* (c) */
+      rejected++;
+      for (size_t i = 0; i < h; i++) (void)kvbm_release(m, mine[i]);
+      continue;
+    }
+    allocs += nfull - h;
+    for (size_t i = 0; i < nfull - h; i++) /* (d) */
+      if (kvbm_stage(m, mut[i], hashes[h + i], BLOCK_SIZE, &cbs[i]) < 0) return 1;
+    if (kvbm_register_all(m, cbs, nfull - h, mine + h) < 0) return 1;
+    nheld[slot] = nfull;
+    inwin++;
+  }
+  double t1 = now_ns();
+
+  kvbm_metrics x;
+  kvbm_manager_metrics(m, &x);
+  double bytes = (double)(kvbm_manager_bytes(m) + kvbm_registry_bytes(reg)) / block_count;
+  printf("%-12s blocks %6u W %3zu  requests %zu  full_blocks %zu  hits %zu  allocations %zu  rejected %zu"
+         "  evictions %llu  wall_ms %.1f  ns/block %.1f  bytes/block %.1f\n",
+         argv[4], block_count, window, nreq, full_blocks, hits, allocs, rejected,
+         (unsigned long long)x.evictions, (t1 - t0) / 1e6, (t1 - t0) / (double)full_blocks, bytes);
+
+  for (size_t w = 0; w < inwin; w++) {
+    size_t s = (head + w) % window;
+    for (size_t i = 0; i < nheld[s]; i++) (void)kvbm_release(m, held[s * max_blocks + i]);
+  }
+  kvbm_sequence_free(seq);
+  kvbm_manager_free(m);
+  kvbm_registry_release(reg);
+  for (size_t i = 0; i < nreq; i++) free(rs[i].tokens);
+  free(rs), free(held), free(nheld), free(mut), free(cbs);
+  return 0;
+}
