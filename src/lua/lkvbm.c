@@ -78,7 +78,19 @@ int lkvbm_pusherror(lua_State *L, int rc) {
 uint64_t lkvbm_checku64(lua_State *L, int idx) { return (uint64_t)luaL_checkinteger(L, idx); }
 
 uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n) {
-  luaL_checktype(L, idx, LUA_TTABLE);
+  if (lua_type(L, idx) == LUA_TSTRING) { /* packed: string.pack("<I4...") */
+    size_t len;
+    const char *p = lua_tolstring(L, idx, &len);
+    if (len % 4) luaL_argerror(L, idx, "packed tokens must be a multiple of 4 bytes (u32 little-endian)");
+    uint32_t *buf = lua_newuserdatauv(L, len ? len : 4, 0);
+    for (size_t i = 0; i < len / 4; i++) {
+      const unsigned char *q = (const unsigned char *)p + 4 * i;
+      buf[i] = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+    }
+    *n = len / 4;
+    return buf;
+  }
+  luaL_argexpected(L, lua_type(L, idx) == LUA_TTABLE, idx, "table or packed string");
   lua_Unsigned len = lua_rawlen(L, idx);
   uint32_t *buf = lua_newuserdatauv(L, (len ? len : 1) * sizeof *buf, 0);
   for (lua_Unsigned i = 0; i < len; i++) {
@@ -173,5 +185,6 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lkvbm_open_registry(L);
   lkvbm_open_manager(L);
   lkvbm_open_blocks(L);
+  lkvbm_open_blockset(L);
   return 1;
 }

@@ -16,6 +16,7 @@
 #define LKVBM_COMPLETE_MT "kvbm.CompleteBlock"
 #define LKVBM_IMMUTABLE_MT "kvbm.ImmutableBlock"
 #define LKVBM_WEAK_MT "kvbm.WeakBlock"
+#define LKVBM_SET_MT "kvbm.BlockSet"
 
 /* A registry box. busy is set while a manager of this registry runs Lua
  * policy code, so that re-entrant calls are refused instead of corrupting
@@ -97,6 +98,8 @@ void lkvbm_open_sequence(lua_State *L); /* sets kvbm.sequence on the table at -1
 void lkvbm_open_registry(lua_State *L); /* kvbm.registry */
 void lkvbm_open_manager(lua_State *L);  /* kvbm.manager, kvbm.prometheus */
 void lkvbm_open_blocks(lua_State *L);   /* the guard classes */
+void lkvbm_open_blockset(lua_State *L); /* kvbm.BlockSet and its manager methods */
+kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx); /* NULL unless a kvbm.Sequence */
 /* Raises unless t (at idx) has only keys from the NULL-ended list. */
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);
 

@@ -221,3 +221,8 @@ void lkvbm_open_sequence(lua_State *L) {
   lua_pushcfunction(L, seq_new);
   lua_setfield(L, -2, "sequence");
 }
+
+kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx) {
+  SequenceBox *box = luaL_testudata(L, idx, LKVBM_SEQUENCE_MT);
+  return box ? box->s : NULL;
+}

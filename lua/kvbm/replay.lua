@@ -1,0 +1,125 @@
+-- kvbm.replay: the trace replay workload of DESIGN.md, from Lua.
+--
+-- A trace is text, one request per line: "<id> <salt> <n_tokens> <tok>...".
+-- replay.load(path) reads it (tokens packed as u32 strings, ready for
+-- kvbm.sequence); replay.run{...} replays it against a manager:
+--   (e) before each request, when `window` requests hold blocks, release the
+--       oldest one's blocks (position order); (a) hash the full blocks with
+--       the line's salt; (b) match them; (c) allocate the rest, or count the
+--       request rejected and release what it holds; (d) stage and register.
+local kvbm = require "kvbm"
+
+local clock, pack, concat, tointeger = os.clock, string.pack, table.concat, math.tointeger
+local assert, ipairs, error, open = assert, ipairs, error, io.open
+local _ENV = nil
+
+local M = {}
+
+--- Reads a trace; returns a list of { id, salt, n, tokens = <packed u32 string> }.
+function M.load(path)
+  local f, err = open(path, "r")
+  if not f then return nil, err end
+  local out = {}
+  for line in f:lines() do
+    local nums, k = {}, 0
+    for w in line:gmatch("%d+") do
+      k = k + 1
+      nums[k] = tointeger(w + 0)
+    end
+    if k >= 3 then
+      local n = nums[3]
+      if k ~= n + 3 then
+        f:close()
+        error(("trace line %d: %d tokens announced, %d found"):format(#out + 1, n, k - 3))
+      end
+      local parts = {}
+      for i = 1, n do parts[i] = pack("<I4", nums[3 + i]) end
+      out[#out + 1] = { id = nums[1], salt = nums[2], n = n, tokens = concat(parts) }
+    end
+  end
+  f:close()
+  return out
+end
+
+local function run_sets(requests, m, window, bs, stats)
+  local held, head, count = {}, 1, 0
+  for _, req in ipairs(requests) do
+    if count == window then
+      held[head]:release()
+      held[head] = nil
+      head, count = head % window + 1, count - 1
+    end
+    local nfull = req.n // bs
+    local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+    local got = m:match_set(seq)
+    local h = #got
+    stats.hits = stats.hits + h
+    local new = m:allocate_set(nfull - h)
+    if not new then
+      stats.rejected = stats.rejected + 1
+      got:release()
+    else
+      stats.allocations = stats.allocations + (nfull - h)
+      got:append(m:register_set(new, seq, h))
+      held[(head + count - 1) % window + 1] = got
+      count = count + 1
+    end
+    stats.full_blocks = stats.full_blocks + nfull
+  end
+  for i = 1, window do if held[i] then held[i]:release() end end
+end
+
+local function release_all(list)
+  for i = 1, #list do list[i]:release() end
+end
+
+local function run_blocks(requests, m, window, bs, stats)
+  local held, head, count = {}, 1, 0
+  for _, req in ipairs(requests) do
+    if count == window then
+      release_all(held[head])
+      held[head] = nil
+      head, count = head % window + 1, count - 1
+    end
+    local nfull = req.n // bs
+    local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+    local hashes = seq:hashes()
+    local got = m:match(hashes)
+    local h = #got
+    stats.hits = stats.hits + h
+    local new = m:allocate(nfull - h)
+    if not new then
+      stats.rejected = stats.rejected + 1
+      release_all(got)
+    else
+      stats.allocations = stats.allocations + (nfull - h)
+      local staged = {}
+      for i = 1, #new do staged[i] = new[i]:stage(hashes[h + i]) end
+      local regd = m:register_all(staged)
+      for i = 1, #regd do got[h + i] = regd[i] end
+      held[(head + count - 1) % window + 1] = got
+      count = count + 1
+    end
+    stats.full_blocks = stats.full_blocks + nfull
+  end
+  for i = 1, window do if held[i] then release_all(held[i]) end end
+end
+
+--- Replays requests against opts.manager with opts.window; opts.mode is
+--- "sets" (default) or "blocks". Returns the counts and the loop's seconds.
+function M.run(opts)
+  local m, window = assert(opts.manager, "manager required"), assert(opts.window, "window required")
+  local stats = { requests = #opts.requests, full_blocks = 0, hits = 0, allocations = 0, rejected = 0 }
+  local before = m:metrics().kvbm_evictions_total
+  local t0 = clock()
+  if (opts.mode or "sets") == "sets" then
+    run_sets(opts.requests, m, window, m:block_size(), stats)
+  else
+    run_blocks(opts.requests, m, window, m:block_size(), stats)
+  end
+  stats.seconds = clock() - t0
+  stats.evictions = m:metrics().kvbm_evictions_total - before
+  return stats
+end
+
+return M
