@@ -28,6 +28,7 @@ struct kvbm__tinylfu {
   uint32_t size;     /* successful increments since the last decay */
   uint32_t sample_size;
   unsigned char secret[NHASH][SECRET_SIZE];
+  uint64_t flip[NHASH][2]; /* the secret words a 16-byte key meets, pre-mixed */
   uint64_t table[]; /* table_len words of 16 4-bit lanes */
 };
 
@@ -55,7 +56,11 @@ int kvbm__tinylfu_new(const kvbm_allocator *a, size_t capacity, uint32_t sample_
   t->mask = (uint64_t)words - 1;
   t->size = 0;
   t->sample_size = sample_size ? sample_size : kvbm__tinylfu_default_sample_size(capacity);
-  for (int i = 0; i < NHASH; i++) XXH3_generateSecret_fromSeed(t->secret[i], (XXH64_hash_t)i);
+  for (int i = 0; i < NHASH; i++) {
+    XXH3_generateSecret_fromSeed(t->secret[i], (XXH64_hash_t)i);
+    t->flip[i][0] = XXH_readLE64(t->secret[i] + 24) ^ XXH_readLE64(t->secret[i] + 32);
+    t->flip[i][1] = XXH_readLE64(t->secret[i] + 40) ^ XXH_readLE64(t->secret[i] + 48);
+  }
   *out = t;
   return 0;
 }
@@ -66,25 +71,29 @@ void kvbm__tinylfu_free(kvbm__tinylfu *t) {
   kvbm__free(&a, t, kvbm__tinylfu_bytes(t));
 }
 
-/* u128::to_le_bytes: the low word's little-endian bytes, then the high word's. */
-static inline void key_bytes(kvbm_hash key, unsigned char b[16]) {
-  for (int i = 0; i < 8; i++) {
-    b[i] = (unsigned char)(key.lo >> (8 * i));
-    b[8 + i] = (unsigned char)(key.hi >> (8 * i));
-  }
+/* XXH3_64bits_withSecret of the key's 16 bytes (u128::to_le_bytes: lo word,
+ * then hi word), specialised: for 9..16 bytes XXH3 reads only four secret
+ * words, pre-mixed into flip[i] at construction. test_tinylfu checks it
+ * against XXH3_64bits_withSecret. */
+static inline uint64_t key_hash(const kvbm__tinylfu *t, int i, kvbm_hash key) {
+  uint64_t lo = key.lo ^ t->flip[i][0], hi = key.hi ^ t->flip[i][1];
+  uint64_t acc = 16 + XXH_swap64(lo) + hi + XXH3_mul128_fold64(lo, hi);
+  acc ^= acc >> 37;
+  acc *= UINT64_C(0x165667919E3779F9);
+  return acc ^ (acc >> 32);
 }
+
+uint64_t kvbm__tinylfu_hash(const kvbm__tinylfu *t, int i, kvbm_hash key) { return key_hash(t, i, key); }
 
 static inline size_t probe_word(const kvbm__tinylfu *t, uint64_t h) {
   return (size_t)(t->pow2 ? (h & t->mask) : (h % (uint64_t)t->table_len));
 }
 
 void kvbm__tinylfu_increment(kvbm__tinylfu *t, kvbm_hash key) {
-  unsigned char b[16];
   int added = 0;
   if (!t) return; /* NULL is the NoOpTracker */
-  key_bytes(key, b);
   for (int i = 0; i < NHASH; i++) {
-    uint64_t h = XXH3_64bits_withSecret(b, sizeof b, t->secret[i], SECRET_SIZE);
+    uint64_t h = key_hash(t, i, key);
     uint64_t *w = &t->table[probe_word(t, h)];
     unsigned off = (unsigned)(h & 15) * 4;
     if (((*w >> off) & 15) != 15) {
@@ -97,12 +106,10 @@ void kvbm__tinylfu_increment(kvbm__tinylfu *t, kvbm_hash key) {
 }
 
 uint32_t kvbm__tinylfu_estimate(const kvbm__tinylfu *t, kvbm_hash key) {
-  unsigned char b[16];
   uint32_t min = 15;
   if (!t) return 0; /* NULL is the NoOpTracker */
-  key_bytes(key, b);
   for (int i = 0; i < NHASH; i++) {
-    uint64_t h = XXH3_64bits_withSecret(b, sizeof b, t->secret[i], SECRET_SIZE);
+    uint64_t h = key_hash(t, i, key);
     uint32_t c = (uint32_t)(t->table[probe_word(t, h)] >> ((unsigned)(h & 15) * 4)) & 15;
     if (c < min) min = c;
   }

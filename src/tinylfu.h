@@ -63,4 +63,7 @@ size_t kvbm__tinylfu_table_len(const kvbm__tinylfu *t);
 /* Memory held by the sketch, in bytes. */
 size_t kvbm__tinylfu_bytes(const kvbm__tinylfu *t);
 
+/* Hash function i of the sketch on key (exposed for the tests). */
+uint64_t kvbm__tinylfu_hash(const kvbm__tinylfu *t, int i, kvbm_hash key);
+
 #endif

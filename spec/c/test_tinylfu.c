@@ -461,5 +461,23 @@ int main(void) {
     ok(ac.live == 0 && ac.bad_osize == 0, "free returns everything, with the right osize");
   }
 
+  { /* the specialised 16-byte hash equals XXH3_64bits_withSecret */
+    kvbm__tinylfu *fast = NULL;
+    model mm;
+    uint64_t seed = 99;
+    int same = kvbm__tinylfu_new(NULL, 64, 0, &fast) == 0;
+    model_init(&mm, 64, 0);
+    for (int n = 0; n < 2000 && same; n++) {
+      kvbm_hash k = k128(splitmix(&seed), splitmix(&seed));
+      unsigned char b[16];
+      wr64(b, k.lo);
+      wr64(b + 8, k.hi);
+      for (int i = 0; i < 4; i++)
+        same &= kvbm__tinylfu_hash(fast, i, k) == XXH3_64bits_withSecret(b, 16, mm.secret[i], 192);
+    }
+    ok(same, "specialised key hash == XXH3_64bits_withSecret on 2000 random keys x 4 secrets");
+    free(mm.lanes);
+    kvbm__tinylfu_free(fast);
+  }
   return tap_done();
 }
