@@ -52,7 +52,10 @@ extern "C" {
   XX(TIERS, "too_many_managers", "a registry serves at most KVBM_MAX_TIERS managers") \
   XX(RESET_MISMATCH, "block_count_mismatch",                                       \
      "reset pool count mismatch: blocks are still held elsewhere")                 \
-  XX(BUSY, "busy", "manager is busy (called back from its own eviction policy)")
+  XX(BUSY, "busy", "manager is busy (called back from its own eviction policy)")  \
+  XX(DECODE, "decode_error", "malformed KvbmCacheEvents message")                  \
+  XX(SINK, "sink_error", "the sink failed to publish")                             \
+  XX(CLOSED, "closed", "the object is closed")
 
 typedef enum {
   KVBM__ERR_BASE = -1000,
@@ -343,6 +346,58 @@ typedef struct kvbm_metrics {
 } kvbm_metrics;
 
 KVBM_API void kvbm_manager_metrics(const kvbm_manager *m, kvbm_metrics *out);
+
+/* --------------------------------------------------------------- events */
+
+typedef enum { KVBM_EVENT_CREATE = 0, KVBM_EVENT_REMOVE = 1, KVBM_EVENT_SHUTDOWN = 2 } kvbm_event_kind;
+
+/* The u128 instance id of the crate's KvbmCacheEvents, as two words. */
+typedef struct kvbm_instance_id {
+  uint64_t hi, lo;
+} kvbm_instance_id;
+
+/* One wire message: a homogeneous batch (Shutdown carries no hashes). */
+typedef struct kvbm_batch {
+  kvbm_event_kind kind;
+  const kvbm_hash *hashes;
+  size_t n;
+  kvbm_instance_id instance_id;
+} kvbm_batch;
+
+/* MessagePack exactly as rmp-serde writes KvbmCacheEvents:
+ * [ {"Create"|"Remove": [bin16...]} | "Shutdown", bin16 instance_id ]. */
+KVBM_API size_t kvbm_wire_encoded_size(size_t nhashes); /* bytes needed */
+/* Returns the length written, or KVBM_EINVAL when size is too small or the
+ * batch is malformed (a hash with mode bits 11, a Shutdown with hashes). */
+KVBM_API int kvbm_wire_encode(const kvbm_batch *b, unsigned char *buf, size_t size);
+/* Decodes one message. The hashes go to hashes[0..cap); out->hashes points
+ * there. KVBM_EDECODE on truncated, oversized, mistyped or trailing input;
+ * *why (if not NULL) then says what was wrong and *where at which byte. */
+KVBM_API int kvbm_wire_decode(const unsigned char *buf, size_t len, kvbm_batch *out,
+                              kvbm_hash *hashes, size_t cap, const char **why, size_t *where);
+
+/* A sink receives encoded batches: publish enqueues, flush waits until
+ * what was published is delivered (or fails), close frees. Returns < 0 on
+ * failure (KVBM_ESINK). */
+typedef struct kvbm_sink {
+  int (*publish)(void *ud, const char *subject, const unsigned char *data, size_t len);
+  int (*flush)(void *ud);
+  void (*close)(void *ud);
+  void *ud;
+} kvbm_sink;
+
+/* A NATS sink on libnats: reconnects are left to the client library, which
+ * buffers while disconnected. Connection failure: KVBM_ESINK with a
+ * message in err. */
+KVBM_API KVBM_NODISCARD int kvbm_sink_nats_new(const char *url, kvbm_sink *out, char *err,
+                                               size_t errlen);
+/* Counters of a NATS sink (from kvbm_sink_nats_new): disconnects seen,
+ * reconnects done, publish/flush failures, and the last error message. */
+typedef struct kvbm_nats_stats {
+  uint64_t disconnects, reconnects, errors;
+  char last_error[128];
+} kvbm_nats_stats;
+KVBM_API void kvbm_sink_nats_stats(const kvbm_sink *s, kvbm_nats_stats *out);
 
 #ifdef __cplusplus
 }
