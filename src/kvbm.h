@@ -376,6 +376,35 @@ KVBM_API int kvbm_wire_encode(const kvbm_batch *b, unsigned char *buf, size_t si
 KVBM_API int kvbm_wire_decode(const unsigned char *buf, size_t len, kvbm_batch *out,
                               kvbm_hash *hashes, size_t cap, const char **why, size_t *where);
 
+/* The events manager: a registry built with one emits create(h) for every
+ * new registration the policy allows and remove(h) when the last reference
+ * to that registration goes (only when its create went out). Subscribers
+ * are bounded rings: each sees what happens after it subscribed; a slow one
+ * loses its oldest events and can read how many. Reference counted. */
+typedef struct kvbm_events kvbm_events;
+typedef struct kvbm_subscription kvbm_subscription;
+typedef int (*kvbm_emit_policy_fn)(void *ud, kvbm_hash h); /* 1: emit */
+
+KVBM_API KVBM_NODISCARD int kvbm_events_new(const kvbm_allocator *alloc, kvbm_events **out);
+KVBM_API void kvbm_events_retain(kvbm_events *ev);
+KVBM_API void kvbm_events_release(kvbm_events *ev); /* NULL is fine */
+/* Policies: all (the default); power-of-two positions in [min, max]
+ * inclusive (the crate's PowerOfTwoPolicy: 16 and 65536 by default); or a
+ * host function. */
+KVBM_API void kvbm_events_policy_all(kvbm_events *ev);
+KVBM_API void kvbm_events_policy_power_of_two(kvbm_events *ev, uint64_t min, uint64_t max);
+KVBM_API void kvbm_events_policy_custom(kvbm_events *ev, kvbm_emit_policy_fn fn, void *ud);
+KVBM_API int kvbm_events_should_emit(const kvbm_events *ev, kvbm_hash h);
+KVBM_API void kvbm_registry_set_events(kvbm_registry *r, kvbm_events *ev);
+
+KVBM_API KVBM_NODISCARD int kvbm_events_subscribe(kvbm_events *ev, size_t capacity,
+                                                  kvbm_subscription **out);
+/* 1 with the oldest event, 0 when there is none. */
+KVBM_API int kvbm_subscription_poll(kvbm_subscription *s, kvbm_event_kind *kind, kvbm_hash *h);
+KVBM_API size_t kvbm_subscription_pending(const kvbm_subscription *s);
+KVBM_API uint64_t kvbm_subscription_lost(const kvbm_subscription *s);
+KVBM_API void kvbm_subscription_free(kvbm_subscription *s);
+
 /* A sink receives encoded batches: publish enqueues, flush waits until
  * what was published is delivered (or fails), close frees. Returns < 0 on
  * failure (KVBM_ESINK). */
@@ -384,7 +413,48 @@ typedef struct kvbm_sink {
   int (*flush)(void *ud);
   void (*close)(void *ud);
   void *ud;
+  /* optional: when set, the publisher calls it instead of publish, with the
+   * batch as well as its encoding (a Lua function sink wants both) */
+  int (*publish_batch)(void *ud, const char *subject, const kvbm_batch *b,
+                       const unsigned char *data, size_t len);
 } kvbm_sink;
+
+/* A file sink: each message as a 4-byte big-endian length, then the bytes. */
+KVBM_API KVBM_NODISCARD int kvbm_sink_file_new(const char *path, kvbm_sink *out);
+
+/* The publisher: drains a subscription into batches (window, max batch;
+ * flushed on a create/remove switch, at the max, when the window expires,
+ * and at close; creates sorted by position ascending, removes descending),
+ * encodes them and hands them to the sink, on a libev loop the host owns. */
+struct ev_loop;
+typedef struct kvbm_publisher kvbm_publisher;
+
+typedef struct kvbm_publisher_config {
+  kvbm_events *events;          /* required */
+  struct ev_loop *loop;         /* required */
+  kvbm_sink sink;               /* required; not owned */
+  kvbm_instance_id instance_id;
+  double window;                /* seconds; 0 means 0.010 */
+  size_t max_batch;             /* 0 means 1024 */
+  size_t capacity;              /* subscription ring; 0 means 65536 */
+  const char *subject;          /* NULL means "kvbm.events" */
+  const kvbm_allocator *alloc;
+} kvbm_publisher_config;
+
+typedef struct kvbm_publisher_stats {
+  uint64_t batches, events, errors, lost; /* lost: dropped by a full subscription */
+  size_t pending;                         /* in the current batch and the subscription */
+} kvbm_publisher_stats;
+
+KVBM_API KVBM_NODISCARD int kvbm_publisher_new(const kvbm_publisher_config *cfg,
+                                               kvbm_publisher **out);
+/* Flushes the batch, publishes Shutdown, flushes the sink and stops the
+ * watchers. Returns 0 or the first error. Idempotent. */
+KVBM_API int kvbm_publisher_close(kvbm_publisher *p);
+KVBM_API void kvbm_publisher_free(kvbm_publisher *p); /* closes first */
+/* Publishes what is batched now (the window's flush, early). */
+KVBM_API int kvbm_publisher_flush(kvbm_publisher *p);
+KVBM_API void kvbm_publisher_get_stats(const kvbm_publisher *p, kvbm_publisher_stats *out);
 
 /* A NATS sink on libnats: reconnects are left to the client library, which
  * buffers while disconnected. Connection failure: KVBM_ESINK with a

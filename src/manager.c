@@ -571,7 +571,7 @@ int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size
       return snprintf(msg, size, "slot %u: state %u but entry %u", s, st, m->entry[s]), -1;
     if (!registered) continue;
     const kvbm__entry *en = &r->entries[m->entry[s]];
-    if (en->refs == 0) return snprintf(msg, size, "slot %u: entry without references", s), -1;
+    if (KVBM__REFS(en) == 0) return snprintf(msg, size, "slot %u: entry without references", s), -1;
     if (kvbm__registry_find(r, en->hash) != m->entry[s])
       return snprintf(msg, size, "slot %u: entry not indexed under its hash", s), -1;
     if (st != KVBM_STATE_DUPLICATE && en->slot[m->tier] != s)
@@ -607,12 +607,14 @@ int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size
     if (en->slot[m->tier] != NONE && m->entry[en->slot[m->tier]] != e)
       return snprintf(msg, size, "entry %zu: owner slot holds another hash", e), -1;
   }
+  /* each duplicate holds one reference on its primary; a primary whose own
+   * guards are all gone lives on that keepalive alone (refs == dups) */
   for (uint32_t s = 0; s < m->total; s++) {
     if (m->state[s] != KVBM_STATE_PRIMARY) continue;
     uint32_t dups = 0;
     for (uint32_t d = 0; d < m->total; d++)
       dups += m->state[d] == KVBM_STATE_DUPLICATE && m->dup_of[d] == s;
-    if (m->refs[s] < dups + 1)
+    if (m->refs[s] < dups)
       return snprintf(msg, size, "primary %u: %u references for %u duplicates", s, m->refs[s], dups), -1;
   }
   if (counts)

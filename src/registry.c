@@ -29,6 +29,7 @@ void kvbm_registry_retain(kvbm_registry *r) { r->users++; }
 void kvbm_registry_release(kvbm_registry *r) {
   if (!r || --r->users > 0) return;
   kvbm_allocator a = r->alloc;
+  kvbm_events_release(r->events);
   kvbm__map_free(&r->map);
   kvbm__free(&a, r->entries, r->entries_cap * sizeof *r->entries);
   if (r->tracker) kvbm__tinylfu_free(r->tracker);
@@ -83,18 +84,22 @@ uint32_t kvbm__registry_create(kvbm_registry *r, kvbm_hash h) {
   (void)kvbm__map_add(&r->map, kvbm__registry_keys(r), h, e); /* reserved */
   r->live++;
   if (r->tracker) kvbm__tinylfu_increment(r->tracker, h);
+  if (r->events && kvbm__events_created(r->events, h)) en->refs = KVBM__EMITTED;
   if (r->hooks.on_create) r->hooks.on_create(r->hooks.ud, h);
   return e;
 }
 
 void kvbm__registry_unref(kvbm_registry *r, uint32_t e) {
   kvbm__entry *en = &r->entries[e];
-  if (--en->refs > 0) return;
+  en->refs--;
+  if (KVBM__REFS(en) > 0) return;
+  int emitted = (en->refs & KVBM__EMITTED) != 0;
   kvbm_hash h = en->hash;
   kvbm__map_del(&r->map, kvbm__registry_keys(r), h, e);
   en->refs = r->free_head; /* chain the free entry */
   r->free_head = e;
   r->live--;
+  if (emitted && r->events) kvbm__events_removed(r->events, h);
   if (r->hooks.on_remove) r->hooks.on_remove(r->hooks.ud, h);
 }
 
@@ -155,4 +160,10 @@ uint32_t kvbm_registry_frequency(const kvbm_registry *r, kvbm_hash h) {
 size_t kvbm_registry_bytes(const kvbm_registry *r) {
   return sizeof *r + r->entries_cap * sizeof *r->entries + kvbm__map_bytes(&r->map) +
          (r->tracker ? kvbm__tinylfu_bytes(r->tracker) : 0);
+}
+
+void kvbm_registry_set_events(kvbm_registry *r, kvbm_events *ev) {
+  if (ev) kvbm_events_retain(ev);
+  kvbm_events_release(r->events);
+  r->events = ev;
 }

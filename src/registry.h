@@ -4,12 +4,16 @@
 
 #include "hashmap.h"
 #include "tinylfu.h"
+#include "events.h"
 
 #define KVBM__NONE UINT32_MAX
 
 /* One live registration. refs counts every holder: the slots that carry the
  * hash (primary, duplicate or inactive, in any tier), weak blocks and
- * explicit handles. At 0 the entry goes away (on_remove fires). */
+ * explicit handles. At 0 the entry goes away (on_remove fires). Its top bit
+ * says that a create event went out, so the remove event must follow. */
+#define KVBM__EMITTED 0x80000000u
+#define KVBM__REFS(en) ((en)->refs & ~KVBM__EMITTED)
 typedef struct kvbm__entry {
   kvbm_hash hash; /* first: the map reads keys from here */
   uint32_t refs;
@@ -30,6 +34,7 @@ struct kvbm_registry {
   kvbm__map map;
   kvbm__tinylfu *tracker; /* NULL: no frequency tracking */
   kvbm_registry_hooks hooks;
+  kvbm_events *events; /* NULL: no events */
 };
 
 static inline kvbm__keys kvbm__registry_keys(const kvbm_registry *r) {

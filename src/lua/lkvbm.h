@@ -25,6 +25,7 @@
 typedef struct {
   kvbm_registry *r;
   int busy;
+  int lua_hooks; /* its events manager calls a Lua policy on registration */
   int attached; /* hashes with attachments or touch callbacks */
   kvbm_hash *removed;
   size_t nremoved, removed_cap;
@@ -95,10 +96,15 @@ void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const 
 
 int lkvbm_open_hash(lua_State *L);     /* pushes the kvbm.hash table */
 void lkvbm_open_sequence(lua_State *L); /* sets kvbm.sequence on the table at -1 */
+void lkvbm_open_wire(lua_State *L);     /* sets kvbm.wire on the table at -1 */
 void lkvbm_open_registry(lua_State *L); /* kvbm.registry */
 void lkvbm_open_manager(lua_State *L);  /* kvbm.manager, kvbm.prometheus */
 void lkvbm_open_blocks(lua_State *L);   /* the guard classes */
 void lkvbm_open_blockset(lua_State *L); /* kvbm.BlockSet and its manager methods */
+void lkvbm_open_events(lua_State *L);   /* kvbm.events, kvbm.loop, kvbm.publisher, kvbm.sink.file */
+/* The C events of a kvbm.Events at idx; *lua_policy: it calls Lua. */
+kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy);
+const kvbm_sink *lkvbm_tofilesink(lua_State *L, int idx); /* NULL unless a kvbm.FileSink */
 kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx); /* NULL unless a kvbm.Sequence */
 /* Raises unless t (at idx) has only keys from the NULL-ended list. */
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);

@@ -13,6 +13,10 @@ ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
 
 void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
   cc->paused_gc = 0;
+  /* A handle release may have ended a registration since the last core
+   * call; drop its attachments now, before this call can register the hash
+   * again (a fresh registration must not see the old ones). */
+  lkvbm_flush_removed(L, mb->reg);
   if (mb->policy_ref == LUA_NOREF) return; /* C backends never call Lua */
   if (lua_gc(L, LUA_GCISRUNNING)) {
     lua_gc(L, LUA_GCSTOP);
@@ -22,7 +26,7 @@ void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
 }
 
 void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) {
-  if (mb->policy_ref != LUA_NOREF) mb->reg->busy = 0;
+  if (mb->policy_ref != LUA_NOREF || mb->reg->lua_hooks) mb->reg->busy = 0;
   if (cc->paused_gc) lua_gc(L, LUA_GCRESTART);
   lkvbm_flush_removed(L, mb->reg);
 }
@@ -66,17 +70,18 @@ static int manager_new(lua_State *L) {
   kvbm_manager_config cfg;
   memset(&cfg, 0, sizeof cfg);
   int given;
-  cfg.block_count = optcount(L, 1, "blocks", 0, &given);
-  if (!given) return config_error(L, "block_count is required");
-  cfg.block_size = optcount(L, 1, "block_size", 16, &given);
-  if (given && cfg.block_size == 0) return config_error(L, "Invalid block_size 0: must be a power of 2 between 1 and 1024");
-
+  /* the crate's build() order: registry first, then block_count */
   lua_getfield(L, 1, "registry");
   RegistryBox *rb = lua_isnil(L, -1) ? NULL : lkvbm_checkregistry(L, -1);
   int ridx = lua_gettop(L);
   if (!rb) return config_error(L, "registry is required");
   lkvbm_enter(L, rb);
   cfg.registry = rb->r;
+
+  cfg.block_count = optcount(L, 1, "blocks", 0, &given);
+  if (!given) return config_error(L, "block_count is required");
+  cfg.block_size = optcount(L, 1, "block_size", 16, &given);
+  if (given && cfg.block_size == 0) return config_error(L, "Invalid block_size 0: must be a power of 2 between 1 and 1024");
 
   lua_getfield(L, 1, "name");
   cfg.name = luaL_optstring(L, -1, NULL);
@@ -94,23 +99,29 @@ static int manager_new(lua_State *L) {
   lua_getfield(L, 1, "thresholds");
   if (!lua_isnil(L, -1)) {
     luaL_checktype(L, -1, LUA_TTABLE);
+    lua_Integer t[3];
     for (int i = 0; i < 3; i++) {
       lua_rawgeti(L, -1, i + 1);
-      lua_Integer t = luaL_checkinteger(L, -1);
-      cfg.thresholds[i] = (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
+      t[i] = luaL_checkinteger(L, -1);
       lua_pop(L, 1);
     }
-    if (cfg.thresholds[0] == 0 && cfg.thresholds[1] == 0 && cfg.thresholds[2] == 0)
+    /* the checks and messages of the crate's custom-thresholds setter,
+     * which runs before build() validation */
+    if (!(t[0] < t[1] && t[1] < t[2]))
+      return config_error(L, lua_pushfstring(L, "Thresholds must be in ascending order: "
+                                             "%I < %I < %I failed", t[0], t[1], t[2]));
+    if (t[2] > 15)
+      return config_error(L, lua_pushfstring(L, "hot_to_very_hot threshold (%I) must be <= 15 "
+                                             "(4-bit counter maximum)", t[2]));
+    if (t[0] < 1)
       return config_error(L, "cold_to_warm threshold must be >= 1 to distinguish from zero-access blocks");
+    for (int i = 0; i < 3; i++) cfg.thresholds[i] = (uint8_t)t[i]; /* 1..15 now */
   }
   lua_getfield(L, 1, "duplicates");
   cfg.reject_duplicates = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, duplicate_names);
   lua_getfield(L, 1, "reset_on_release");
   cfg.reset_on_release = lua_toboolean(L, -1);
   cfg.alloc = lkvbm_allocator(L);
-
-  char msg[200];
-  if (kvbm_manager_config_check(&cfg, msg, sizeof msg) < 0) return config_error(L, msg);
 
   ManagerBox *mb = lua_newuserdatauv(L, sizeof *mb, 2);
   memset(mb, 0, sizeof *mb);
@@ -124,6 +135,12 @@ static int manager_new(lua_State *L) {
   if (pidx) {
     lkvbm_policy_init(L, mb, pidx, &policy);
     cfg.policy = &policy;
+  }
+  /* checked once the policy is set: the check wants its victims() */
+  char msg[200];
+  if (kvbm_manager_config_check(&cfg, msg, sizeof msg) < 0) {
+    lkvbm_policy_free(L, mb);
+    return config_error(L, msg);
   }
   int rc = kvbm_manager_new(&cfg, &mb->m);
   if (rc < 0) {

@@ -86,7 +86,7 @@ static int registry_new(lua_State *L) {
       freq = luaL_checkoption(L, -1, NULL, frequency_names);
     lua_pop(L, 1);
   }
-  RegistryBox *rb = lua_newuserdatauv(L, sizeof *rb, 1);
+  RegistryBox *rb = lua_newuserdatauv(L, sizeof *rb, 2);
   memset(rb, 0, sizeof *rb);
   rb->alloc = lkvbm_allocator(L);
   luaL_setmetatable(L, LKVBM_REGISTRY_MT);
@@ -96,6 +96,13 @@ static int registry_new(lua_State *L) {
   if (rc < 0) return lkvbm_pusherror(L, rc);
   kvbm_registry_hooks hooks = {NULL, registry_removed, rb};
   kvbm_registry_set_hooks(rb->r, &hooks);
+  if (!lua_isnoneornil(L, 1) && lua_getfield(L, 1, "events") != LUA_TNIL) {
+    kvbm_events *ev = lkvbm_events_of(L, -1, &rb->lua_hooks);
+    kvbm_registry_set_events(rb->r, ev);
+    lua_setiuservalue(L, -2, 2); /* keeps the events (and its Lua policy) alive */
+  } else if (!lua_isnoneornil(L, 1)) {
+    lua_pop(L, 1);
+  }
   lkvbm_setbox(L, rb, -1);
   return 1;
 }
@@ -206,7 +213,13 @@ static int registry_handle(lua_State *L) {
   luaL_setmetatable(L, LKVBM_HANDLE_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
+  /* a new registration may run a Lua events policy: no collector, no re-entry */
+  int paused = rb->lua_hooks && lua_gc(L, LUA_GCISRUNNING);
+  if (paused) lua_gc(L, LUA_GCSTOP);
+  rb->busy = rb->lua_hooks;
   int rc = kvbm_registry_acquire(rb->r, h);
+  rb->busy = 0;
+  if (paused) lua_gc(L, LUA_GCRESTART);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   hb->live = 1;
   return 1;
