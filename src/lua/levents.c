@@ -83,6 +83,7 @@ static int lua_policy(void *ud, kvbm_hash h) {
 
 static int events_new(lua_State *L) {
   static const char *const known[] = {"policy", NULL};
+  lua_settop(L, 1);
   EventsBox *eb = lua_newuserdatauv(L, sizeof *eb, 0);
   memset(eb, 0, sizeof *eb);
   eb->policy_ref = LUA_NOREF;
@@ -279,19 +280,30 @@ static int filesink_read(lua_State *L) {
     lua_setfield(L, -2, "message");
     return 2;
   }
+  long total = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+  rewind(f);
   lua_newtable(L);
   unsigned char head[4];
   lua_Integer n = 0;
   size_t got;
+  int truncated = 0;
   while ((got = fread(head, 1, 4, f)) == 4) {
     size_t len = (size_t)head[0] << 24 | (size_t)head[1] << 16 | (size_t)head[2] << 8 | head[3];
+    long at = ftell(f);
+    if (total < 0 || at < 0 || len > (size_t)(total - at)) { /* never allocate what is not there */
+      truncated = 1;
+      break;
+    }
     luaL_Buffer b;
     char *p = luaL_buffinitsize(L, &b, len);
-    if (fread(p, 1, len, f) != len) break;
+    if (fread(p, 1, len, f) != len) {
+      truncated = 1;
+      break;
+    }
     luaL_pushresultsize(&b, len);
     lua_rawseti(L, -2, ++n);
   }
-  int truncated = !feof(f) || (got != 0 && got != 4);
+  truncated |= got != 0 && got != 4; /* a partial length prefix */
   fclose(f);
   if (truncated) {
     lkvbm_pusherror(L, KVBM_EDECODE);
