@@ -36,11 +36,34 @@ static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **
   return bb;
 }
 
+/* A weak block holds its registration in the registry, not in the manager:
+ * once the manager is closed, releasing it must still let go of the hash. */
+static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
+  lua_getiuservalue(L, 1, 1);
+  RegistryBox *rb = ((ManagerBox *)lua_touserdata(L, -1))->reg;
+  lua_pop(L, 1);
+  if (rb->r && rb->busy) {
+    if (from_gc && lua_getmetatable(L, 1)) { /* finalize again in a later cycle */
+      lua_setmetatable(L, 1);
+      return 0;
+    }
+    lkvbm_enter(L, rb); /* raises */
+  }
+  bb->live = 0;
+  if (rb->r) { /* NULL: the registry was finalized in this same cycle */
+    kvbm_registry_unacquire(rb->r, bb->w.hash);
+    lkvbm_flush_removed(L, rb);
+  }
+  return 0;
+}
+
 /* release for every guard type: idempotent; quiet once the manager is gone.
  * Collected while policy code runs, a guard asks to be finalized again. */
 static int release(lua_State *L, const char *mt, int from_gc) {
   BlockBox *bb = luaL_checkudata(L, 1, mt);
   ManagerBox *mb = owner(L, 1);
+  int weak = strcmp(mt, LKVBM_WEAK_MT) == 0;
+  if (bb->live && !mb && weak) return release_closed_weak(L, bb, from_gc);
   if (!bb->live || !mb) {
     bb->live = 0;
     return 0;
@@ -55,7 +78,7 @@ static int release(lua_State *L, const char *mt, int from_gc) {
   bb->live = 0;
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
-  if (strcmp(mt, LKVBM_WEAK_MT) == 0)
+  if (weak)
     kvbm_weak_release(mb->m, &bb->w);
   else
     (void)kvbm_release(mb->m, bb->b);
@@ -122,12 +145,13 @@ static int stage_with(lua_State *L, kvbm_hash h, size_t block_size) {
 
 static int mutable_stage(lua_State *L) {
   kvbm_hash h = lkvbm_checkhash(L, 2);
-  lua_Integer bs = luaL_optinteger(L, 3, -1);
-  if (bs < 0) {
-    ManagerBox *mb;
-    checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
-    bs = (lua_Integer)kvbm_manager_block_size(mb->m);
-  }
+  ManagerBox *mb;
+  checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+  /* omitted: the manager's size; a negative size is a caller's bug, not a
+   * mismatch to report (and must not mean "omitted") */
+  lua_Integer bs = lua_isnoneornil(L, 3) ? (lua_Integer)kvbm_manager_block_size(mb->m)
+                                         : luaL_checkinteger(L, 3);
+  luaL_argcheck(L, bs >= 0, 3, "block size must be non-negative");
   lua_settop(L, 1);
   return stage_with(L, h, (size_t)bs);
 }

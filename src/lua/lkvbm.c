@@ -155,6 +155,24 @@ void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const 
 
 /* ------------------------------------------------------------ module */
 
+/* kvbm.<name> for the pure-Lua parts loads lua/kvbm/<name>.lua on first
+ * use, so `kvbm.tiers{...}` works without a separate require. */
+static int lazy_index(lua_State *L) {
+  static const char *const lazy[] = {"logical", "request", "scheduled", "tiers", "replay", "repl", "sim", NULL};
+  const char *name = lua_tostring(L, 2);
+  for (const char *const *k = lazy; name && *k; k++) {
+    if (strcmp(*k, name) != 0) continue;
+    lua_getglobal(L, "require");
+    lua_pushfstring(L, "kvbm.%s", name);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* cache it in the module table */
+    return 1;
+  }
+  return 0;
+}
+
 KVBM_API int luaopen_kvbm(lua_State *L) {
   static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
   static const luaL_Reg debug_funcs[] = {{"live", debug_live}, {NULL, NULL}};
@@ -180,11 +198,18 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lkvbm_open_hash(L);
   lua_setfield(L, -2, "hash");
   lkvbm_open_sequence(L);
+  lkvbm_open_wire(L);
   luaL_newlib(L, debug_funcs);
   lua_setfield(L, -2, "_debug");
   lkvbm_open_registry(L);
   lkvbm_open_manager(L);
   lkvbm_open_blocks(L);
   lkvbm_open_blockset(L);
+  lkvbm_open_events(L);
+  lkvbm_open_nats(L);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }

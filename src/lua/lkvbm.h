@@ -17,6 +17,8 @@
 #define LKVBM_IMMUTABLE_MT "kvbm.ImmutableBlock"
 #define LKVBM_WEAK_MT "kvbm.WeakBlock"
 #define LKVBM_SET_MT "kvbm.BlockSet"
+#define LKVBM_NATS_SINK_MT "kvbm.NatsSink"
+#define LKVBM_NATS_SUB_MT "kvbm.NatsSubscription"
 
 /* A registry box. busy is set while a manager of this registry runs Lua
  * policy code, so that re-entrant calls are refused instead of corrupting
@@ -106,6 +108,14 @@ void lkvbm_open_events(lua_State *L);   /* kvbm.events, kvbm.loop, kvbm.publishe
 kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy);
 const kvbm_sink *lkvbm_tofilesink(lua_State *L, int idx); /* NULL unless a kvbm.FileSink */
 kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx); /* NULL unless a kvbm.Sequence */
+/* Creates (or reuses) kvbm.sink and kvbm.sub on the module table at -1 and
+ * sets kvbm.sink.nats and kvbm.sub.nats (lnats.c). */
+void lkvbm_open_nats(lua_State *L);
+/* The C sink of a kvbm.NatsSink at idx, or NULL. The sink stays owned by the
+ * Lua object: keep the userdata alive (e.g. as a user value) while using the
+ * pointer or a copy of it; its close is a no-op, and after sink:close() its
+ * publish and flush return KVBM_ECLOSED. */
+const kvbm_sink *lkvbm_tosink(lua_State *L, int idx);
 /* Raises unless t (at idx) has only keys from the NULL-ended list. */
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);
 

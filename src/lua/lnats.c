@@ -1,0 +1,448 @@
+/* lnats.c - kvbm.sink.nats and kvbm.sub.nats: NATS from Lua.
+ *
+ *   local sink = kvbm.sink.nats{ url = "nats://127.0.0.1:4222" }
+ *       --> kvbm.NatsSink, or nil, err (err.code == "sink_error", err.message
+ *           says why, err.url) when no server answers at url. url defaults
+ *           to "nats://127.0.0.1:4222"; unknown option keys raise.
+ *   sink:publish(subject, bytes) --> true, or nil, err ("sink_error")
+ *   sink:flush()                 --> true, or nil, err ("sink_error"); waits
+ *                                    at most 2 s for the server's PONG
+ *   sink:stats()  --> { disconnects =, reconnects =, errors =, last_error = }
+ *   sink:close()  idempotent; also __close (local s <close> = ...) and __gc
+ *
+ *   Give the sink to kvbm.publisher{ sink = sink, ... }: the publisher gets
+ *   the C sink through lkvbm_tosink().
+ *
+ *   While the server is unreachable the sink does not fail: libnats keeps
+ *   reconnecting (every 50 ms, forever) and buffers what is published (up
+ *   to 8 MiB), sending it after the reconnect; publish fails only once that
+ *   buffer is full, and flush fails after its 2 s timeout. stats() counts
+ *   the disconnects and reconnects. See src/sink_nats.c.
+ *
+ *   A closed sink is a programming error, like any closed kvbm object:
+ *   publish and flush on it RAISE ("attempt to use a closed kvbm.NatsSink").
+ *   stats() still works (the counters as they were at close). A publisher
+ *   still holding a closed sink gets KVBM_ECLOSED from it (no crash).
+ *
+ *   local sub = kvbm.sub.nats{ url = ..., subject = "kvbm.events" }
+ *       --> kvbm.NatsSubscription (a synchronous libnats subscription, which
+ *           reconnects like the sink), or nil, err ("sink_error")
+ *   sub:next(timeout)  --> the decoded batch { kind = "create"|"remove"|
+ *           "shutdown", hashes = {16-byte strings}, instance_id = integer
+ *           (or a 16-byte big-endian string when it does not fit in 63
+ *           bits), subject =, payload = <the raw bytes> };
+ *           nil on timeout (no error value);
+ *           nil, err with err.code "decode_error", err.payload (the raw
+ *           bytes), err.subject and err.offset (the byte where decoding
+ *           failed, as kvbm.wire.decode) for a message that is not a
+ *           KvbmCacheEvents;
+ *           nil, err with "sink_error" when libnats reports a problem (e.g.
+ *           a slow consumer: messages were dropped).
+ *   sub:raw(timeout)   --> payload string, subject; or nil on timeout
+ *   sub:close()        idempotent; __close, __gc. next/raw on a closed
+ *                      subscription raise.
+ *   timeout is in seconds (fractions allowed; 0 = only what is already
+ *   here); it defaults to 1 second, so a call never blocks forever.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <nats/nats.h>
+
+#include "lkvbm.h"
+
+#define DEFAULT_URL "nats://127.0.0.1:4222"
+#define DEFAULT_SUBJECT "kvbm.events"
+
+/* --------------------------------------------------------------- sink */
+
+/* view is what lkvbm_tosink hands out: it forwards to sink while the box is
+ * open and answers KVBM_ECLOSED after, so a C holder of the view never
+ * reaches freed memory (it must keep the userdata alive, see lkvbm.h). */
+typedef struct {
+  kvbm_sink sink;        /* the NATS sink; sink.ud == NULL once closed */
+  kvbm_sink view;
+  kvbm_nats_stats last;  /* the counters at close */
+} NatsSinkBox;
+
+static int view_publish(void *ud, const char *subject, const unsigned char *data, size_t len) {
+  NatsSinkBox *b = ud;
+  return b->sink.ud ? b->sink.publish(b->sink.ud, subject, data, len) : KVBM_ECLOSED;
+}
+
+static int view_flush(void *ud) {
+  NatsSinkBox *b = ud;
+  return b->sink.ud ? b->sink.flush(b->sink.ud) : KVBM_ECLOSED;
+}
+
+static void view_close(void *ud) { (void)ud; /* the Lua object owns the connection */ }
+
+const kvbm_sink *lkvbm_tosink(lua_State *L, int idx) {
+  NatsSinkBox *b = luaL_testudata(L, idx, LKVBM_NATS_SINK_MT);
+  return b ? &b->view : NULL;
+}
+
+static NatsSinkBox *checksink(lua_State *L) {
+  NatsSinkBox *b = luaL_checkudata(L, 1, LKVBM_NATS_SINK_MT);
+  if (!b->sink.ud) luaL_error(L, "attempt to use a closed " LKVBM_NATS_SINK_MT);
+  return b;
+}
+
+static void sink_doclose(NatsSinkBox *b) {
+  if (!b->sink.ud) return;
+  kvbm_sink_nats_stats(&b->sink, &b->last);
+  void *ud = b->sink.ud;
+  b->sink.ud = NULL;
+  b->sink.close(ud);
+}
+
+/* nil, err with the sink's last error as the message. */
+static int sink_fail(lua_State *L, NatsSinkBox *b, int rc) {
+  kvbm_nats_stats st;
+  kvbm_sink_nats_stats(&b->sink, &st);
+  lkvbm_pusherror(L, rc);
+  if (st.last_error[0]) {
+    lua_pushfstring(L, "nats %s", st.last_error);
+    lua_setfield(L, -2, "message");
+  }
+  return 2;
+}
+
+static int sink_new(lua_State *L) {
+  static const char *const known[] = {"url", NULL};
+  const char *url = DEFAULT_URL;
+  if (!lua_isnoneornil(L, 1)) {
+    lkvbm_checkoptions(L, 1, known);
+    if (lua_getfield(L, 1, "url") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "bad option 'url' (string expected)");
+      url = lua_tostring(L, -1);
+    }
+  }
+  lua_settop(L, 2); /* keeps url's string alive at 2 */
+  NatsSinkBox *b = lua_newuserdatauv(L, sizeof *b, 1);
+  memset(b, 0, sizeof *b);
+  luaL_setmetatable(L, LKVBM_NATS_SINK_MT);
+  char err[256];
+  int rc = kvbm_sink_nats_new(url, &b->sink, err, sizeof err);
+  if (rc < 0) {
+    b->sink.ud = NULL;
+    lkvbm_pusherror(L, rc);
+    if (err[0]) {
+      lua_pushstring(L, err);
+      lua_setfield(L, -2, "message");
+    }
+    lua_pushstring(L, url);
+    lua_setfield(L, -2, "url");
+    return 2;
+  }
+  b->view.publish = view_publish;
+  b->view.flush = view_flush;
+  b->view.close = view_close;
+  b->view.ud = b;
+  lua_pushstring(L, url);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static int sink_publish(lua_State *L) {
+  NatsSinkBox *b = checksink(L);
+  const char *subject = luaL_checkstring(L, 2);
+  size_t len;
+  const char *data = luaL_checklstring(L, 3, &len);
+  int rc = b->sink.publish(b->sink.ud, subject, (const unsigned char *)data, len);
+  if (rc < 0) return sink_fail(L, b, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sink_flush(lua_State *L) {
+  NatsSinkBox *b = checksink(L);
+  int rc = b->sink.flush(b->sink.ud);
+  if (rc < 0) return sink_fail(L, b, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sink_stats(lua_State *L) {
+  NatsSinkBox *b = luaL_checkudata(L, 1, LKVBM_NATS_SINK_MT);
+  kvbm_nats_stats st;
+  if (b->sink.ud)
+    kvbm_sink_nats_stats(&b->sink, &st);
+  else
+    st = b->last;
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)st.disconnects);
+  lua_setfield(L, -2, "disconnects");
+  lua_pushinteger(L, (lua_Integer)st.reconnects);
+  lua_setfield(L, -2, "reconnects");
+  lua_pushinteger(L, (lua_Integer)st.errors);
+  lua_setfield(L, -2, "errors");
+  if (st.last_error[0]) {
+    lua_pushstring(L, st.last_error);
+    lua_setfield(L, -2, "last_error");
+  }
+  lua_pushboolean(L, b->sink.ud == NULL);
+  lua_setfield(L, -2, "closed");
+  return 1;
+}
+
+static int sink_close(lua_State *L) {
+  sink_doclose(luaL_checkudata(L, 1, LKVBM_NATS_SINK_MT));
+  return 0;
+}
+
+static int sink_tostring(lua_State *L) {
+  NatsSinkBox *b = luaL_checkudata(L, 1, LKVBM_NATS_SINK_MT);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushfstring(L, LKVBM_NATS_SINK_MT " (%s%s): %p", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
+                  b->sink.ud ? "" : ", closed", (void *)b);
+  return 1;
+}
+
+/* ------------------------------------------------------- subscription */
+
+typedef struct {
+  natsConnection *nc;    /* NULL once closed */
+  natsSubscription *sub;
+} NatsSubBox;
+
+static NatsSubBox *checksub(lua_State *L) {
+  NatsSubBox *s = luaL_checkudata(L, 1, LKVBM_NATS_SUB_MT);
+  if (!s->nc) luaL_error(L, "attempt to use a closed " LKVBM_NATS_SUB_MT);
+  return s;
+}
+
+static void sub_doclose(NatsSubBox *s) {
+  if (!s->nc) return;
+  natsSubscription_Destroy(s->sub); /* also unsubscribes */
+  natsConnection_Destroy(s->nc);    /* closes; no callbacks were set */
+  s->sub = NULL;
+  s->nc = NULL;
+}
+
+/* nil, err (sink_error) from a libnats status. */
+static int push_natserror(lua_State *L, const char *what, natsStatus st) {
+  natsStatus last = NATS_OK;
+  const char *detail = nats_GetLastError(&last);
+  lkvbm_pusherror(L, KVBM_ESINK);
+  if (last == st && detail && *detail && !strstr(detail, natsStatus_GetText(st)))
+    lua_pushfstring(L, "nats %s: %s (%s)", what, natsStatus_GetText(st), detail);
+  else
+    lua_pushfstring(L, "nats %s: %s", what, natsStatus_GetText(st));
+  lua_setfield(L, -2, "message");
+  return 2;
+}
+
+static int sub_new(lua_State *L) {
+  static const char *const known[] = {"url", "subject", NULL};
+  const char *url = DEFAULT_URL, *subject = DEFAULT_SUBJECT;
+  if (!lua_isnoneornil(L, 1)) {
+    lkvbm_checkoptions(L, 1, known);
+    if (lua_getfield(L, 1, "url") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "bad option 'url' (string expected)");
+      url = lua_tostring(L, -1);
+    }
+    if (lua_getfield(L, 1, "subject") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+        luaL_error(L, "bad option 'subject' (non-empty string expected)");
+      subject = lua_tostring(L, -1);
+    }
+  }
+  lua_settop(L, 3); /* url and subject stay alive at 2 and 3 */
+  NatsSubBox *s = lua_newuserdatauv(L, sizeof *s, 1);
+  s->nc = NULL;
+  s->sub = NULL;
+  luaL_setmetatable(L, LKVBM_NATS_SUB_MT);
+
+  natsOptions *opts = NULL;
+  const char *step = "options";
+  natsStatus st = natsOptions_Create(&opts);
+  if (st == NATS_OK) step = "url", st = natsOptions_SetURL(opts, url);
+  if (st == NATS_OK) step = "options", st = natsOptions_SetName(opts, "kvbm-sub");
+  if (st == NATS_OK) st = natsOptions_SetAllowReconnect(opts, true);
+  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts, -1);
+  if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts, 50);
+  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(opts, 0, 0);
+  if (st == NATS_OK) st = natsOptions_SetRetryOnFailedConnect(opts, false, NULL, NULL);
+  natsConnection *nc = NULL;
+  if (st == NATS_OK) step = "connect", st = natsConnection_Connect(&nc, opts);
+  natsOptions_Destroy(opts);
+  natsSubscription *sub = NULL;
+  if (st == NATS_OK) {
+    step = "subscribe";
+    st = natsConnection_SubscribeSync(&sub, nc, subject);
+    /* the SUB has reached the server when this returns: nothing published
+     * after kvbm.sub.nats() returns is missed */
+    if (st == NATS_OK) step = "flush", st = natsConnection_FlushTimeout(nc, 2000);
+  }
+  if (st != NATS_OK) {
+    char what[256];
+    snprintf(what, sizeof what, "%s %s", step, url);
+    push_natserror(L, what, st);
+    if (sub) natsSubscription_Destroy(sub);
+    if (nc) natsConnection_Destroy(nc);
+    lua_pushstring(L, url);
+    lua_setfield(L, -2, "url");
+    return 2;
+  }
+  s->nc = nc;
+  s->sub = sub;
+  lua_pushstring(L, subject);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static int64_t checktimeout(lua_State *L, int idx) {
+  lua_Number t = luaL_optnumber(L, idx, 1.0);
+  luaL_argcheck(L, t >= 0 && t <= 1e9, idx, "timeout must be a number of seconds >= 0");
+  int64_t ms = (int64_t)(t * 1000.0);
+  return (lua_Number)ms < t * 1000.0 ? ms + 1 : ms; /* rounded up */
+}
+
+/* Waits for one message: 1 with *msg set, 0 on timeout, or 2 with nil, err
+ * pushed. */
+static int next_msg(lua_State *L, NatsSubBox *s, int64_t ms, natsMsg **msg) {
+  natsStatus st = natsSubscription_NextMsg(msg, s->sub, ms);
+  if (st == NATS_OK) return 1;
+  if (st == NATS_TIMEOUT) return 0;
+  return push_natserror(L, "next message", st);
+}
+
+static int sub_raw(lua_State *L) {
+  NatsSubBox *s = checksub(L);
+  int64_t ms = checktimeout(L, 2);
+  natsMsg *msg = NULL;
+  int r = next_msg(L, s, ms, &msg);
+  if (r == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (r == 2) return 2;
+  lua_pushlstring(L, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+  lua_pushstring(L, natsMsg_GetSubject(msg));
+  natsMsg_Destroy(msg);
+  return 2;
+}
+
+static const char *const kind_names[] = {"create", "remove", "shutdown"};
+
+static int sub_next(lua_State *L) {
+  NatsSubBox *s = checksub(L);
+  int64_t ms = checktimeout(L, 2);
+  natsMsg *msg = NULL;
+  int r = next_msg(L, s, ms, &msg);
+  if (r == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (r == 2) return 2;
+  /* copy out and free the message before anything here can raise */
+  size_t len = (size_t)natsMsg_GetDataLength(msg);
+  lua_pushlstring(L, natsMsg_GetData(msg), len);
+  lua_pushstring(L, natsMsg_GetSubject(msg));
+  natsMsg_Destroy(msg);
+  int pidx = lua_gettop(L) - 1, sidx = pidx + 1;
+  const unsigned char *data = (const unsigned char *)lua_tostring(L, pidx);
+
+  size_t cap = len / 18 + 1; /* each hash takes 18 bytes on the wire */
+  kvbm_hash *hs = lua_newuserdatauv(L, cap * sizeof *hs, 0);
+  kvbm_batch b;
+  const char *why = NULL;
+  size_t where = 0;
+  int rc = kvbm_wire_decode(data, len, &b, hs, cap, &why, &where);
+  if (rc < 0) {
+    lkvbm_pusherror(L, rc);
+    if (why) {
+      lua_pushfstring(L, "%s: %s at byte %d", kvbm_strerror(rc), why, (int)where);
+      lua_setfield(L, -2, "message");
+    }
+    lua_pushinteger(L, (lua_Integer)where);
+    lua_setfield(L, -2, "offset");
+    lua_pushvalue(L, pidx);
+    lua_setfield(L, -2, "payload");
+    lua_pushvalue(L, sidx);
+    lua_setfield(L, -2, "subject");
+    return 2;
+  }
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, (unsigned)b.kind < 3 ? kind_names[b.kind] : "unknown");
+  lua_setfield(L, -2, "kind");
+  lua_createtable(L, (int)b.n, 0);
+  for (size_t i = 0; i < b.n; i++) {
+    lkvbm_pushhash(L, b.hashes[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "hashes");
+  if (b.instance_id.hi == 0 && b.instance_id.lo <= (uint64_t)INT64_MAX) {
+    lua_pushinteger(L, (lua_Integer)b.instance_id.lo);
+  } else {
+    unsigned char id[16];
+    for (int i = 0; i < 8; i++) {
+      id[i] = (unsigned char)(b.instance_id.hi >> (56 - 8 * i));
+      id[8 + i] = (unsigned char)(b.instance_id.lo >> (56 - 8 * i));
+    }
+    lua_pushlstring(L, (const char *)id, sizeof id);
+  }
+  lua_setfield(L, -2, "instance_id");
+  lua_pushvalue(L, sidx);
+  lua_setfield(L, -2, "subject");
+  lua_pushvalue(L, pidx);
+  lua_setfield(L, -2, "payload");
+  return 1;
+}
+
+static int sub_close(lua_State *L) {
+  sub_doclose(luaL_checkudata(L, 1, LKVBM_NATS_SUB_MT));
+  return 0;
+}
+
+static int sub_tostring(lua_State *L) {
+  NatsSubBox *s = luaL_checkudata(L, 1, LKVBM_NATS_SUB_MT);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushfstring(L, LKVBM_NATS_SUB_MT " (%s%s): %p", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
+                  s->nc ? "" : ", closed", (void *)s);
+  return 1;
+}
+
+/* ------------------------------------------------------------- module */
+
+/* Pushes kvbm[name] (a table), creating it if another part has not. */
+static void subtable(lua_State *L, int mod, const char *name) {
+  if (lua_getfield(L, mod, name) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, mod, name);
+  }
+}
+
+void lkvbm_open_nats(lua_State *L) {
+  static const luaL_Reg sink_meta[] = {{"__gc", sink_close},
+                                       {"__close", sink_close},
+                                       {"__tostring", sink_tostring},
+                                       {NULL, NULL}};
+  static const luaL_Reg sink_methods[] = {{"publish", sink_publish},
+                                          {"flush", sink_flush},
+                                          {"stats", sink_stats},
+                                          {"close", sink_close},
+                                          {NULL, NULL}};
+  static const luaL_Reg sub_meta[] = {{"__gc", sub_close},
+                                      {"__close", sub_close},
+                                      {"__tostring", sub_tostring},
+                                      {NULL, NULL}};
+  static const luaL_Reg sub_methods[] = {{"next", sub_next},
+                                         {"raw", sub_raw},
+                                         {"close", sub_close},
+                                         {NULL, NULL}};
+  int mod = lua_gettop(L);
+  lkvbm_newclass(L, LKVBM_NATS_SINK_MT, sink_meta, sink_methods);
+  lkvbm_newclass(L, LKVBM_NATS_SUB_MT, sub_meta, sub_methods);
+  subtable(L, mod, "sink");
+  lua_pushcfunction(L, sink_new);
+  lua_setfield(L, -2, "nats");
+  lua_pop(L, 1);
+  subtable(L, mod, "sub");
+  lua_pushcfunction(L, sub_new);
+  lua_setfield(L, -2, "nats");
+  lua_pop(L, 1);
+}
