@@ -122,13 +122,18 @@ local function enqueue(t, plan)
   return plan
 end
 
--- Releases an immutable block the planner held and tells the policy when
--- that was the block's last user (it went inactive in its tier).
-local function let_go(t, tier, ib, pos)
-  local last = ib:use_count() == 1
-  local h = ib:hash()
-  ib:release()
-  if last then t:_inactive(h, pos, tier) end
+-- Releases immutable blocks the planner held (items: {block=, pos=}) and
+-- offers those that went inactive (their last user let go) to the policy,
+-- one offload plan per destination tier.
+local function let_go(t, tier, items)
+  local gone = {}
+  for _, it in ipairs(items) do
+    local last = it.block:use_count() == 1
+    local h = it.block:hash()
+    it.block:release()
+    if last then gone[#gone + 1] = { h = h, pos = it.pos } end
+  end
+  if #gone > 0 then t:_inactive(tier, gone) end
 end
 
 -- Offload plan for the blocks (immutable guards, cloned here) of tier src
@@ -165,16 +170,31 @@ function Tiers:_planned(dst, h)
   return false
 end
 
-function Tiers:_inactive(h, pos, tier)
+function Tiers:_inactive(tier, gone)
   local hook = self.policy.on_inactive
   if not hook then return end
-  local dst = check_tier(self, hook(self.ctx, h, pos, tier), "on_inactive")
-  if not dst or dst == tier then return end
-  -- hold the source while it is copied: a match resurrects it from the inactive pool
-  local src = self.managers[tier]:match_scattered{ h }[1]
-  if not src then return end
-  self:_offload(tier, dst, { { h = h, pos = pos, block = src } })
-  src:release() -- the plan holds its own clone
+  local by_dst, order = {}, {}
+  for _, g in ipairs(gone) do
+    local dst = check_tier(self, hook(self.ctx, g.h, g.pos, tier), "on_inactive")
+    if dst and dst ~= tier then
+      if not by_dst[dst] then by_dst[dst] = {}; order[#order + 1] = dst end
+      local list = by_dst[dst]
+      list[#list + 1] = g
+    end
+  end
+  local m = self.managers[tier]
+  for _, dst in ipairs(order) do
+    -- hold the sources while they are copied: a lookup resurrects them from the inactive pool
+    local hs = {}
+    for i, g in ipairs(by_dst[dst]) do hs[i] = g.h end
+    local found = m:match_scattered(hs)
+    local items = {}
+    for i, g in ipairs(by_dst[dst]) do
+      if found[i] then items[#items + 1] = { h = g.h, pos = g.pos, block = found[i] } end
+    end
+    self:_offload(tier, dst, items)
+    for i = 1, #hs do if found[i] then found[i]:release() end end -- the plan holds its own clones
+  end
 end
 
 --- The host finished the copies of plan: register them in the destination
@@ -194,11 +214,15 @@ function Tiers:complete(plan, ok)
       registered[i] = dm:register(assert(target:stage(plan.hashes[i])))
     end
   end
-  for i, src in ipairs(plan.sources) do let_go(self, plan.src_tier, src, plan.copies[i][1]) end
+  local sources = {}
+  for i, src in ipairs(plan.sources) do sources[i] = { block = src, pos = plan.copies[i][1] } end
+  let_go(self, plan.src_tier, sources)
   if ok == false then return true end
   if plan.kind == "offload" then
     self.stats.offloads = self.stats.offloads + #registered
-    for i, ib in ipairs(registered) do let_go(self, plan.dst_tier, ib, plan.copies[i][1]) end
+    local copies = {}
+    for i, ib in ipairs(registered) do copies[i] = { block = ib, pos = plan.copies[i][1] } end
+    let_go(self, plan.dst_tier, copies)
   else
     self.stats.onboards = self.stats.onboards + #registered
     local r = plan.request
@@ -336,11 +360,13 @@ function Request:release()
   end
   for _, f in ipairs(self.fresh) do f.block:release() end
   self.fresh = {}
+  local held = {}
   for pos = 1, #self.hashes do
     local b = self.blocks[pos]
-    if b then let_go(t, "G1", b, pos - 1) end
+    if b then held[#held + 1] = { block = b, pos = pos - 1 } end
     self.blocks[pos] = nil
   end
+  let_go(t, "G1", held)
 end
 
 function Tiers:_abandon(plan)
