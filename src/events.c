@@ -70,17 +70,21 @@ int kvbm_events_should_emit(const kvbm_events *ev, kvbm_hash h) {
   }
 }
 
+/* i + 1 around the ring, without a division on the hot path */
+static size_t ring_next(const kvbm_subscription *s, size_t i) { return i + 1 == s->cap ? 0 : i + 1; }
+
 static void broadcast(kvbm_events *ev, kvbm_event_kind kind, kvbm_hash h) {
   for (size_t i = 0; i < ev->nsubs; i++) {
     kvbm_subscription *s = ev->subs[i];
     if (s->len == s->cap) { /* full: the oldest goes */
-      s->head = (s->head + 1) % s->cap;
+      s->head = ring_next(s, s->head);
       s->len--;
       s->lost++;
     }
-    event *e = &s->ring[(s->head + s->len++) % s->cap];
-    e->h = h;
-    e->kind = (uint8_t)kind;
+    size_t at = s->head + s->len++;
+    if (at >= s->cap) at -= s->cap;
+    s->ring[at].h = h;
+    s->ring[at].kind = (uint8_t)kind;
   }
 }
 
@@ -119,7 +123,7 @@ int kvbm_subscription_poll(kvbm_subscription *s, kvbm_event_kind *kind, kvbm_has
   event *e = &s->ring[s->head];
   *kind = (kvbm_event_kind)e->kind;
   *h = e->h;
-  s->head = (s->head + 1) % s->cap;
+  s->head = ring_next(s, s->head);
   s->len--;
   return 1;
 }

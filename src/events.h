@@ -18,6 +18,7 @@ typedef void (*kvbm__emit_fn)(void *ud, kvbm_event_kind kind, const kvbm_hash *h
 
 typedef struct kvbm__batcher {
   kvbm_hash *buf, *scratch;
+  uint32_t *keys, *scratch_keys; /* sort keys, one per buffered hash */
   size_t n, max;
   int kind; /* -1: empty */
   double window, deadline;

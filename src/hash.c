@@ -92,12 +92,7 @@ void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt,
 int kvbm_hash_valid(kvbm_hash h) { return (h.hi >> 62) != 3; }
 unsigned kvbm_hash_mode(kvbm_hash h) { return (unsigned)(h.hi >> 62); }
 
-uint64_t kvbm_hash_position(kvbm_hash h) {
-  unsigned mode = kvbm_hash_mode(h);
-  if (mode == 3) return 0;
-  unsigned r = parent_bits[mode];
-  return low_bits(h.hi >> r, 62 - r);
-}
+uint64_t kvbm_hash_position(kvbm_hash h) { return kvbm__hash_position(h); }
 
 uint64_t kvbm_hash_current(kvbm_hash h) {
   unsigned mode = kvbm_hash_mode(h);

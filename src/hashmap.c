@@ -7,7 +7,7 @@ static size_t capacity_for(size_t n) {
   return cap;
 }
 
-static int rehash(kvbm__map *m, kvbm__keys keys, size_t cap) {
+static int rehash(kvbm__map *m, size_t cap) {
   kvbm__bucket *nb = kvbm__realloc(m->alloc, NULL, 0, cap * sizeof *nb);
   if (!nb) return KVBM_ENOMEM;
   for (size_t i = 0; i < cap; i++) nb[i].id = KVBM__MAP_NONE, nb[i].tag = 0;
@@ -15,7 +15,7 @@ static int rehash(kvbm__map *m, kvbm__keys keys, size_t cap) {
   size_t oldcap = old ? m->mask + 1 : 0;
   for (size_t i = 0; i < oldcap; i++) {
     if (old[i].id == KVBM__MAP_NONE) continue;
-    size_t j = (size_t)(kvbm__map_mix(*kvbm__key_at(keys, old[i].id)) >> 32) & (cap - 1);
+    size_t j = old[i].tag & (cap - 1);
     while (nb[j].id != KVBM__MAP_NONE) j = (j + 1) & (cap - 1);
     nb[j] = old[i];
   }
@@ -30,7 +30,7 @@ int kvbm__map_init(kvbm__map *m, const kvbm_allocator *a, size_t expected) {
   m->mask = 0;
   m->len = 0;
   m->alloc = a;
-  return rehash(m, (kvbm__keys){NULL, 0}, capacity_for(expected));
+  return rehash(m, capacity_for(expected));
 }
 
 void kvbm__map_free(kvbm__map *m) {
@@ -38,22 +38,22 @@ void kvbm__map_free(kvbm__map *m) {
   m->buckets = NULL;
 }
 
-int kvbm__map_add(kvbm__map *m, kvbm__keys keys, kvbm_hash k, uint32_t id) {
+int kvbm__map_add(kvbm__map *m, kvbm_hash k, uint32_t id) {
   if (2 * (m->len + 1) > m->mask + 1) {
-    int rc = rehash(m, keys, (m->mask + 1) * 2);
+    int rc = rehash(m, (m->mask + 1) * 2);
     if (rc) return rc;
   }
-  uint64_t x = kvbm__map_mix(k);
-  size_t i = (size_t)(x >> 32) & m->mask;
+  uint32_t tag = kvbm__map_tag(k);
+  size_t i = tag & m->mask;
   while (m->buckets[i].id != KVBM__MAP_NONE) i = (i + 1) & m->mask;
-  m->buckets[i].tag = (uint32_t)x;
+  m->buckets[i].tag = tag;
   m->buckets[i].id = id;
   m->len++;
   return 0;
 }
 
-int kvbm__map_del(kvbm__map *m, kvbm__keys keys, kvbm_hash k, uint32_t id) {
-  size_t i = (size_t)(kvbm__map_mix(k) >> 32) & m->mask;
+int kvbm__map_del(kvbm__map *m, kvbm_hash k, uint32_t id) {
+  size_t i = kvbm__map_tag(k) & m->mask;
   for (;; i = (i + 1) & m->mask) {
     if (m->buckets[i].id == KVBM__MAP_NONE) return 0;
     if (m->buckets[i].id == id) break;
@@ -61,7 +61,7 @@ int kvbm__map_del(kvbm__map *m, kvbm__keys keys, kvbm_hash k, uint32_t id) {
   /* backward shift: pull later members of the probe run into the hole */
   size_t hole = i;
   for (size_t j = (i + 1) & m->mask; m->buckets[j].id != KVBM__MAP_NONE; j = (j + 1) & m->mask) {
-    size_t home = (size_t)(kvbm__map_mix(*kvbm__key_at(keys, m->buckets[j].id)) >> 32) & m->mask;
+    size_t home = m->buckets[j].tag & m->mask;
     /* j may fill the hole unless its home lies cyclically in (hole, j] */
     if (((j - home) & m->mask) >= ((j - hole) & m->mask)) {
       m->buckets[hole] = m->buckets[j];

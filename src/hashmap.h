@@ -2,7 +2,9 @@
  *
  * The keys live in the caller's own array (registry entries, lineage nodes):
  * a bucket holds a 32-bit tag and the id, 8 bytes, and the full key is read
- * from `base + id * stride` only when the tag matches. Linear probing with
+ * from `base + id * stride` only when the tag matches. The tag is the hash's
+ * high half, which also gives the home bucket, so moving buckets around
+ * (growth, deletion) never reads a key. Linear probing with
  * backward-shift deletion (no tombstones), load factor at most 1/2. Sized up
  * front so the hot path does not allocate. */
 #ifndef KVBM_HASHMAP_H
@@ -41,10 +43,11 @@ static inline const kvbm_hash *kvbm__key_at(kvbm__keys keys, uint32_t id) {
   return (const kvbm_hash *)((const char *)keys.base + (size_t)id * keys.stride);
 }
 
+static inline uint32_t kvbm__map_tag(kvbm_hash k) { return (uint32_t)(kvbm__map_mix(k) >> 32); }
+
 static inline uint32_t kvbm__map_get(const kvbm__map *m, kvbm__keys keys, kvbm_hash k) {
-  uint64_t x = kvbm__map_mix(k);
-  uint32_t tag = (uint32_t)x;
-  for (size_t i = (size_t)(x >> 32) & m->mask;; i = (i + 1) & m->mask) {
+  uint32_t tag = kvbm__map_tag(k);
+  for (size_t i = tag & m->mask;; i = (i + 1) & m->mask) {
     const kvbm__bucket *b = &m->buckets[i];
     if (b->id == KVBM__MAP_NONE) return KVBM__MAP_NONE;
     if (b->tag == tag) {
@@ -55,9 +58,9 @@ static inline uint32_t kvbm__map_get(const kvbm__map *m, kvbm__keys keys, kvbm_h
 }
 
 /* Adds id under key k (k must not be present). 0 or KVBM_ENOMEM. */
-int kvbm__map_add(kvbm__map *m, kvbm__keys keys, kvbm_hash k, uint32_t id);
+int kvbm__map_add(kvbm__map *m, kvbm_hash k, uint32_t id);
 /* Removes the bucket holding id under key k; returns 1 if it was there. */
-int kvbm__map_del(kvbm__map *m, kvbm__keys keys, kvbm_hash k, uint32_t id);
+int kvbm__map_del(kvbm__map *m, kvbm_hash k, uint32_t id);
 size_t kvbm__map_bytes(const kvbm__map *m);
 
 #endif

@@ -41,4 +41,12 @@ void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt,
  * (kvbm_block_state_t order). 0, or -1 with a message. */
 int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size);
 
+/* The position of a lineage hash (layout B), inline for hot loops; a
+ * malformed hash (mode bits 11) reads as position 0. */
+static inline uint64_t kvbm__hash_position(kvbm_hash h) {
+  unsigned mode = (unsigned)(h.hi >> 62);
+  unsigned r = mode == 0 ? 54 : mode == 1 ? 46 : 38;
+  return mode == 3 ? 0 : (h.hi >> r) & ((UINT64_C(1) << (62 - r)) - 1);
+}
+
 #endif

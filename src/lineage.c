@@ -222,7 +222,7 @@ static void remove_node(lineage *l, uint32_t n) {
   while (x->state == GHOST && x->first_child == NONE) {
     uint32_t p = x->parent;
     if (p != NONE) unlink_child(l, n);
-    if (x->indexed) kvbm__map_del(&l->index, keys_of(l), x->key, n);
+    if (x->indexed) kvbm__map_del(&l->index, x->key, n);
     node_free(l, n);
     if (p == NONE) return;
     n = p;
@@ -256,7 +256,7 @@ static void lin_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
     n = node_alloc(l, REAL);
     if (n == NONE) return; /* cannot happen: ghosts <= nslots */
     l->nodes[n].key = key;
-    if (indexed && kvbm__map_add(&l->index, keys_of(l), key, n) != 0) indexed = 0;
+    if (indexed && kvbm__map_add(&l->index, key, n) != 0) indexed = 0;
     l->nodes[n].indexed = (uint8_t)indexed;
   }
   node *x = &l->nodes[n];
@@ -274,7 +274,7 @@ static void lin_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
       if (p != NONE) {
         l->nodes[p].key = pkey;
         l->nodes[p].indexed = 1;
-        if (kvbm__map_add(&l->index, keys_of(l), pkey, p) != 0) {
+        if (kvbm__map_add(&l->index, pkey, p) != 0) {
           node_free(l, p);
           p = NONE;
         }

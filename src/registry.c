@@ -47,8 +47,10 @@ int kvbm__registry_reserve(kvbm_registry *r, size_t n) {
   size_t spare = r->entries_cap - r->nentries;
   for (uint32_t e = r->free_head; e != KVBM__NONE && spare < n; e = r->entries[e].refs) spare++;
   if (spare < n) {
+    /* spare already counts the unused tail, so the shortfall is added to
+     * the capacity (not to nentries, which would reserve too little) */
     int rc = kvbm__grow(&r->alloc, (void **)&r->entries, &r->entries_cap,
-                        r->nentries + (n - spare), sizeof *r->entries);
+                        r->entries_cap + (n - spare), sizeof *r->entries);
     if (rc) return rc;
   }
   /* the map grows before it is half full; make sure no add has to */
@@ -61,7 +63,7 @@ int kvbm__registry_reserve(kvbm_registry *r, size_t n) {
     for (size_t i = 0; i <= r->map.mask; i++) {
       uint32_t id = r->map.buckets[i].id;
       if (id != KVBM__MAP_NONE)
-        (void)kvbm__map_add(&bigger, kvbm__registry_keys(r), r->entries[id].hash, id);
+        (void)kvbm__map_add(&bigger, r->entries[id].hash, id);
     }
     kvbm__map_free(&r->map);
     r->map = bigger;
@@ -81,7 +83,7 @@ uint32_t kvbm__registry_create(kvbm_registry *r, kvbm_hash h) {
   memset(en, 0, sizeof *en);
   en->hash = h;
   for (unsigned t = 0; t < KVBM_MAX_TIERS; t++) en->slot[t] = KVBM__NONE;
-  (void)kvbm__map_add(&r->map, kvbm__registry_keys(r), h, e); /* reserved */
+  (void)kvbm__map_add(&r->map, h, e); /* reserved */
   r->live++;
   if (r->tracker) kvbm__tinylfu_increment(r->tracker, h);
   if (r->events && kvbm__events_created(r->events, h)) en->refs = KVBM__EMITTED;
@@ -95,7 +97,7 @@ void kvbm__registry_unref(kvbm_registry *r, uint32_t e) {
   if (KVBM__REFS(en) > 0) return;
   int emitted = (en->refs & KVBM__EMITTED) != 0;
   kvbm_hash h = en->hash;
-  kvbm__map_del(&r->map, kvbm__registry_keys(r), h, e);
+  kvbm__map_del(&r->map, h, e);
   en->refs = r->free_head; /* chain the free entry */
   r->free_head = e;
   r->live--;
