@@ -55,7 +55,12 @@ extern "C" {
   XX(BUSY, "busy", "manager is busy (called back from its own eviction policy)")  \
   XX(DECODE, "decode_error", "malformed KvbmCacheEvents message")                  \
   XX(SINK, "sink_error", "the sink failed to publish")                             \
-  XX(CLOSED, "closed", "the object is closed")
+  XX(CLOSED, "closed", "the object is closed")                                     \
+  XX(ORDERING_VIOLATION, "ordering_violation",                                     \
+     "ordering violation: a known block_id appeared after a new one")             \
+  XX(DUPLICATE_BLOCK_ID, "duplicate_block_id", "duplicate block_id already present") \
+  XX(POSITION_MISMATCH, "position_mismatch",                                       \
+     "position mismatch: a block hash does not carry its sequence position")
 
 typedef enum {
   KVBM__ERR_BASE = -1000,
@@ -468,6 +473,127 @@ typedef struct kvbm_nats_stats {
   char last_error[128];
 } kvbm_nats_stats;
 KVBM_API void kvbm_sink_nats_stats(const kvbm_sink *s, kvbm_nats_stats *out);
+
+/* ---------------------------------------------------------- assignments */
+
+/* ExternalBlockAssignments (kvbm-logical, identity level): one tier's block
+ * ids against a sequence, starting at sequence position `offset`. Ids go
+ * through three phases, each an insertion-ordered collection:
+ *   unassigned (a FIFO of ids with no hash yet) -> staged (id, hash) ->
+ *   assigned (id, hash), where assigned index i is position offset + i.
+ * An id is in at most one collection at a time (contains() checks all).
+ * Fallible calls validate first and commit after: on any error (including
+ * KVBM_ENOMEM) nothing has changed. The expected failures fill a
+ * kvbm_assign_error (may be NULL) with the crate's detail fields. Ranges are
+ * half-open [lo, hi); lo/hi pointers may be NULL. Lookups return 1 (found,
+ * outputs written; they may be NULL) or 0. Allocation happens only when a
+ * collection grows. */
+typedef struct kvbm_assignments kvbm_assignments;
+
+/* Largest offset kvbm_assignments_new accepts (positions never overflow). */
+#define KVBM_ASSIGN_MAX_OFFSET (SIZE_MAX / 4)
+
+typedef struct kvbm_assign_error {
+  uint64_t known_id, new_id;             /* KVBM_EORDERING_VIOLATION */
+  size_t known_index, first_new_index;   /* KVBM_EORDERING_VIOLATION */
+  size_t expected;                       /* KVBM_EPOSITION_MISMATCH */
+  uint64_t actual;                       /* KVBM_EPOSITION_MISMATCH */
+  uint64_t block_id;                     /* KVBM_EDUPLICATE_BLOCK_ID, KVBM_EPOSITION_MISMATCH */
+} kvbm_assign_error;
+
+/* One row of a zip: position, the first instance's id, the second's. */
+typedef struct kvbm_assign_triple {
+  size_t pos;
+  uint64_t a_id, b_id;
+} kvbm_assign_triple;
+
+/* KVBM_EINVAL when offset > KVBM_ASSIGN_MAX_OFFSET. */
+KVBM_API KVBM_NODISCARD int kvbm_assignments_new(const kvbm_allocator *alloc, size_t offset,
+                                                 kvbm_assignments **out);
+KVBM_API void kvbm_assignments_free(kvbm_assignments *a); /* NULL is fine */
+/* Empties all three collections; the offset stays. Keeps the memory. */
+KVBM_API void kvbm_assignments_clear(kvbm_assignments *a);
+
+KVBM_API size_t kvbm_assignments_offset(const kvbm_assignments *a);
+KVBM_API size_t kvbm_assignments_assigned_count(const kvbm_assignments *a);
+KVBM_API size_t kvbm_assignments_staged_count(const kvbm_assignments *a);
+KVBM_API size_t kvbm_assignments_unassigned_count(const kvbm_assignments *a);
+KVBM_API int kvbm_assignments_is_empty(const kvbm_assignments *a);
+KVBM_API int kvbm_assignments_contains(const kvbm_assignments *a, uint64_t block_id);
+/* offset + assigned + staged */
+KVBM_API size_t kvbm_assignments_next_position(const kvbm_assignments *a);
+/* [offset, offset+assigned), [offset+assigned, next_position),
+ * [next_position, next_position+unassigned) */
+KVBM_API void kvbm_assignments_assigned_positions(const kvbm_assignments *a, size_t *lo, size_t *hi);
+KVBM_API void kvbm_assignments_staged_positions(const kvbm_assignments *a, size_t *lo, size_t *hi);
+KVBM_API void kvbm_assignments_pending_positions(const kvbm_assignments *a, size_t *lo, size_t *hi);
+
+KVBM_API int kvbm_assignments_get_assigned(const kvbm_assignments *a, size_t index,
+                                           uint64_t *block_id, kvbm_hash *h);
+KVBM_API int kvbm_assignments_get_staged(const kvbm_assignments *a, size_t index,
+                                         uint64_t *block_id, kvbm_hash *h);
+KVBM_API int kvbm_assignments_get_unassigned(const kvbm_assignments *a, size_t index,
+                                             uint64_t *block_id);
+/* The assigned entry at absolute position pos (pos - offset). */
+KVBM_API int kvbm_assignments_get_at_position(const kvbm_assignments *a, size_t pos,
+                                              uint64_t *block_id, kvbm_hash *h);
+/* The (pos - next_position)-th unassigned id. */
+KVBM_API int kvbm_assignments_get_pending_at_position(const kvbm_assignments *a, size_t pos,
+                                                      uint64_t *block_id);
+
+/* ids is the full ordered list allocated so far: a prefix of known ids is
+ * skipped, the new suffix is queued (unassigned). A known id after a new one:
+ * KVBM_EORDERING_VIOLATION; a new id repeated in ids: KVBM_EDUPLICATE_BLOCK_ID. */
+KVBM_API KVBM_NODISCARD int kvbm_assignments_extend_block_ids(kvbm_assignments *a,
+                                                              const uint64_t *ids, size_t n,
+                                                              kvbm_assign_error *err);
+/* Straight into assigned (e.g. cache hits); positions are not checked.
+ * An id already known or repeated in ids: KVBM_EDUPLICATE_BLOCK_ID (the first
+ * such id). A malformed hash: KVBM_EBAD_HASH. */
+KVBM_API KVBM_NODISCARD int kvbm_assignments_extend_assigned(kvbm_assignments *a,
+                                                             const uint64_t *ids,
+                                                             const kvbm_hash *hashes, size_t n,
+                                                             kvbm_assign_error *err);
+/* all: the hashes of the sequence's full blocks, indexed by absolute
+ * position (pass all of them, or a prefix). Pairs unassigned ids (FIFO) with
+ * all[next_position ...] while both last; every hash must carry its position
+ * (else KVBM_EPOSITION_MISMATCH naming the id it would have paired with).
+ * [*lo, *hi): the new entries' indices within staged. */
+KVBM_API KVBM_NODISCARD int kvbm_assignments_stage_pending(kvbm_assignments *a,
+                                                           const kvbm_hash *all, size_t nall,
+                                                           size_t *lo, size_t *hi,
+                                                           kvbm_assign_error *err);
+/* Moves every staged entry to assigned; never fails. Returns how many;
+ * [*lo, *hi): their indices within assigned. */
+KVBM_API size_t kvbm_assignments_commit_staged(kvbm_assignments *a, size_t *lo, size_t *hi);
+/* stage_pending then commit_staged; [*lo, *hi) within assigned. */
+KVBM_API KVBM_NODISCARD int kvbm_assignments_assign_pending(kvbm_assignments *a,
+                                                            const kvbm_hash *all, size_t nall,
+                                                            size_t *lo, size_t *hi,
+                                                            kvbm_assign_error *err);
+/* Removes every staged entry (they are forgotten) into ids/hashes (either
+ * may be NULL; otherwise room for cap >= staged_count, else KVBM_EINVAL).
+ * Returns how many. */
+KVBM_API int kvbm_assignments_take_staged(kvbm_assignments *a, uint64_t *ids, kvbm_hash *hashes,
+                                          size_t cap);
+/* Removes the last unassigned id (LIFO): 1 with *block_id, or 0 when none. */
+KVBM_API int kvbm_assignments_pop_unassigned(kvbm_assignments *a, uint64_t *block_id);
+
+/* Positions where a and b both have assigned blocks, ascending:
+ * {pos, a's id, b's id}. Writes at most cap rows and returns the full count
+ * (at most the smaller assigned count). */
+KVBM_API size_t kvbm_zip_assigned(const kvbm_assignments *a, const kvbm_assignments *b,
+                                  kvbm_assign_triple *out, size_t cap);
+/* Positions assigned in src and pending in dst: {pos, src id, dst pending id},
+ * the onboard/offload copy plan. Same output rules. */
+KVBM_API size_t kvbm_zip_assigned_pending(const kvbm_assignments *src,
+                                          const kvbm_assignments *dst,
+                                          kvbm_assign_triple *out, size_t cap);
+
+/* The crate's Display text of an assignments error (rc from one of the calls
+ * above, e filled by it) into buf. Returns the length, or KVBM_EINVAL when buf
+ * is too small. */
+KVBM_API int kvbm_assign_error_format(int rc, const kvbm_assign_error *e, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

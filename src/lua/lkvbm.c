@@ -205,6 +205,7 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lkvbm_open_manager(L);
   lkvbm_open_blocks(L);
   lkvbm_open_blockset(L);
+  lkvbm_open_assignments(L);
   lkvbm_open_events(L);
   lkvbm_open_nats(L);
   lua_createtable(L, 0, 1);

@@ -98,6 +98,8 @@ void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const 
 
 int lkvbm_open_hash(lua_State *L);     /* pushes the kvbm.hash table */
 void lkvbm_open_sequence(lua_State *L); /* sets kvbm.sequence on the table at -1 */
+/* kvbm.assignments, kvbm.zip_assigned, kvbm.zip_assigned_pending on the table at -1 */
+void lkvbm_open_assignments(lua_State *L);
 void lkvbm_open_wire(lua_State *L);     /* sets kvbm.wire on the table at -1 */
 void lkvbm_open_registry(lua_State *L); /* kvbm.registry */
 void lkvbm_open_manager(lua_State *L);  /* kvbm.manager, kvbm.prometheus */
