@@ -53,6 +53,7 @@ local function typename(v)
   if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
   return type(v)
 end
+M._typename = typename -- shared with request.lua and scheduled.lua
 
 local function argerror(n, fname, msg)
   error(format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)

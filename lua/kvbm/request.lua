@@ -29,17 +29,12 @@ local mtype = math.type
 local format = string.format
 local hash_tostring = kvbm.hash.tostring
 local new_sequence = kvbm.sequence
-local new_error, check_manager = logical._error, logical._check_manager
+local new_error, check_manager, typename = logical._error, logical._check_manager, logical._typename
 
 local _ENV = nil -- no global accesses from here on
 
 local M = {}
 
-local function typename(v)
-  local mt = getmetatable(v)
-  if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
-  return type(v)
-end
 
 local function check_count(n, argn, fname, what)
   if mtype(n) ~= "integer" or n < 0 then

@@ -41,17 +41,12 @@ local error, getmetatable, pairs, setmetatable, select, tostring, type =
 local mtype = math.type
 local format = string.format
 local concat = table.concat
-local new_error, check_manager = logical._error, logical._check_manager
+local new_error, check_manager, typename = logical._error, logical._check_manager, logical._typename
 
 local _ENV = nil -- no global accesses from here on
 
 local M = {}
 
-local function typename(v)
-  local mt = getmetatable(v)
-  if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
-  return type(v)
-end
 
 local function argerror(n, fname, msg)
   error(format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
