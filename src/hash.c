@@ -67,12 +67,15 @@ int kvbm_hash_new(uint64_t current, int has_parent, uint64_t parent, uint64_t po
 /* Two passes: the block hashes are independent of each other, so the CPU
  * overlaps them freely; only the chain is serial. The constant-length
  * instances let the compiler specialise XXH3 for the common block sizes. */
-#define BLOCK_HASHES(len)                                                      \
-  for (size_t pos = first; pos < last; pos++)                                  \
-    block_hashes[pos] = block_hash(tokens + pos * (len), (len), salt);
+#define BLOCK_HASHES(len)                                                         \
+  for (size_t pos = first; pos < last; pos++, src += (len), dst += (len)) {       \
+    block_hashes[pos] = block_hash(src, (len), salt);                             \
+    if (dst != src) memcpy(dst, src, (len) * sizeof *src); /* still in L1 */      \
+  }
 
-void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
-                       size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes) {
+void kvbm__hash_blocks(const uint32_t *src, uint32_t *dst, size_t block_size, uint64_t salt,
+                       size_t first, size_t last, uint64_t parent, uint64_t *block_hashes,
+                       kvbm_hash *hashes) {
   switch (block_size) {
     case 16: BLOCK_HASHES(16) break;
     case 32: BLOCK_HASHES(32) break;

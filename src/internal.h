@@ -13,12 +13,15 @@
 #else
 #define kvbm__likely(x) (x)
 #define kvbm__unlikely(x) (x)
-/* Hashes the full blocks [first, last) of tokens (block hash, chain, lineage
- * hash) into block_hashes[] and hashes[]; parent is block first-1's sequence
- * hash (ignored at 0). Positions must already be checked against the limit.
- * In hash.c so that XXH3 inlines into the loop. */
-void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
-                       size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes);
+/* Hashes the full blocks [first, last) (block hash, chain, lineage hash)
+ * into block_hashes[] and hashes[]; their tokens are at src, one block
+ * after the other, and are copied to dst as each block is hashed (dst may
+ * equal src). parent is block first-1's sequence hash (ignored at 0).
+ * Positions must already be checked against the limit. In hash.c so that
+ * XXH3 inlines into the loop. */
+void kvbm__hash_blocks(const uint32_t *src, uint32_t *dst, size_t block_size, uint64_t salt,
+                       size_t first, size_t last, uint64_t parent, uint64_t *block_hashes,
+                       kvbm_hash *hashes);
 
 #endif
 
@@ -30,12 +33,15 @@ void kvbm__free(const kvbm_allocator *a, void *ptr, size_t size);
  * doubling. Returns 0 or KVBM_ENOMEM (the array is untouched then). */
 int kvbm__grow(const kvbm_allocator *a, void **arr, size_t *cap, size_t need, size_t elem);
 
-/* Hashes the full blocks [first, last) of tokens (block hash, chain, lineage
- * hash) into block_hashes[] and hashes[]; parent is block first-1's sequence
- * hash (ignored at 0). Positions must already be checked against the limit.
- * In hash.c so that XXH3 inlines into the loop. */
-void kvbm__hash_blocks(const uint32_t *tokens, size_t block_size, uint64_t salt, size_t first,
-                       size_t last, uint64_t parent, uint64_t *block_hashes, kvbm_hash *hashes);
+/* Hashes the full blocks [first, last) (block hash, chain, lineage hash)
+ * into block_hashes[] and hashes[]; their tokens are at src, one block
+ * after the other, and are copied to dst as each block is hashed (dst may
+ * equal src). parent is block first-1's sequence hash (ignored at 0).
+ * Positions must already be checked against the limit. In hash.c so that
+ * XXH3 inlines into the loop. */
+void kvbm__hash_blocks(const uint32_t *src, uint32_t *dst, size_t block_size, uint64_t salt,
+                       size_t first, size_t last, uint64_t parent, uint64_t *block_hashes,
+                       kvbm_hash *hashes);
 
 /* Checks a manager's invariants; counts[] gets the slots per state
  * (kvbm_block_state_t order). 0, or -1 with a message. */

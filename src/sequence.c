@@ -52,11 +52,28 @@ int kvbm_sequence_extend(kvbm_sequence *s, const uint32_t *tokens, size_t n, siz
   int rc = kvbm__grow(&s->alloc, (void **)&s->tokens, &s->tokens_cap, total, sizeof *tokens);
   if (rc == 0) rc = reserve_blocks(s, nblocks);
   if (rc) return rc;
-  if (n) memcpy(s->tokens + s->ntokens, tokens, n * sizeof *tokens);
+  /* Complete the partial block in place, then hash the following full
+   * blocks straight from the input, copying each one while it is hot: the
+   * tokens are read from memory once. */
+  size_t bs = s->block_size, tail = s->ntokens - first * bs, pos = first;
+  if (tail && nblocks > first) {
+    size_t fill = bs - tail;
+    memcpy(s->tokens + s->ntokens, tokens, fill * sizeof *tokens);
+    tokens += fill, n -= fill, s->ntokens += fill;
+    uint64_t parent = pos ? kvbm_hash_current(s->hashes[pos - 1]) : 0;
+    uint32_t *blk = s->tokens + pos * bs;
+    kvbm__hash_blocks(blk, blk, bs, s->salt, pos, pos + 1, parent, s->block_hashes, s->hashes);
+    pos++;
+  }
+  if (nblocks > pos) {
+    uint64_t parent = pos ? kvbm_hash_current(s->hashes[pos - 1]) : 0;
+    kvbm__hash_blocks(tokens, s->tokens + pos * bs, bs, s->salt, pos, nblocks, parent,
+                      s->block_hashes, s->hashes);
+    size_t done = (nblocks - pos) * bs;
+    tokens += done, n -= done, s->ntokens += done;
+  }
+  if (n) memcpy(s->tokens + s->ntokens, tokens, n * sizeof *tokens); /* the new tail */
   s->ntokens = total;
-  uint64_t parent = first ? kvbm_hash_current(s->hashes[first - 1]) : 0;
-  kvbm__hash_blocks(s->tokens, s->block_size, s->salt, first, nblocks, parent, s->block_hashes,
-                    s->hashes);
   s->nblocks = nblocks;
   if (lo) *lo = first;
   if (hi) *hi = nblocks;
