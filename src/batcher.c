@@ -80,7 +80,7 @@ void kvbm__batcher_flush(kvbm__batcher *b) {
   b->emit(b->ud, kind, b->buf, n);
 }
 
-void kvbm__batcher_push(kvbm__batcher *b, double now, kvbm_event_kind kind, kvbm_hash h) {
+static inline void push(kvbm__batcher *b, double now, kvbm_event_kind kind, kvbm_hash h) {
   if (b->n > 0 && b->kind != (int)kind) kvbm__batcher_flush(b); /* kind switch */
   if (b->n == 0) b->deadline = now + b->window;                  /* the window opens */
   b->kind = (int)kind;
@@ -88,6 +88,19 @@ void kvbm__batcher_push(kvbm__batcher *b, double now, kvbm_event_kind kind, kvbm
   b->keys[b->n] = kind == KVBM_EVENT_REMOVE ? 0xffffffu - pos : pos;
   b->buf[b->n++] = h;
   if (b->n >= b->max) kvbm__batcher_flush(b); /* full */
+}
+
+void kvbm__batcher_push(kvbm__batcher *b, double now, kvbm_event_kind kind, kvbm_hash h) {
+  push(b, now, kind, h);
+}
+
+void kvbm__batcher_drain(kvbm__batcher *b, double now, kvbm_subscription *s) {
+  while (s->len > 0) {
+    kvbm__event e = s->ring[s->head];
+    s->head = s->head + 1 == s->cap ? 0 : s->head + 1;
+    s->len--; /* taken before push, whose emit may let new events in */
+    push(b, now, (kvbm_event_kind)e.kind, e.h);
+  }
 }
 
 void kvbm__batcher_expire(kvbm__batcher *b, double now) {

@@ -3,17 +3,7 @@
 
 enum { POLICY_ALL, POLICY_POWER_OF_TWO, POLICY_CUSTOM };
 
-typedef struct {
-  kvbm_hash h;
-  uint8_t kind;
-} event;
-
-struct kvbm_subscription {
-  kvbm_events *ev;
-  event *ring;
-  size_t cap, head, len;
-  uint64_t lost;
-};
+typedef kvbm__event event;
 
 struct kvbm_events {
   kvbm_allocator alloc;

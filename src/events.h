@@ -9,6 +9,19 @@
 int kvbm__events_created(kvbm_events *ev, kvbm_hash h);
 void kvbm__events_removed(kvbm_events *ev, kvbm_hash h);
 
+/* A subscriber's ring (the batcher drains it without a call per event). */
+typedef struct {
+  kvbm_hash h;
+  uint8_t kind;
+} kvbm__event;
+
+struct kvbm_subscription {
+  kvbm_events *ev;
+  kvbm__event *ring;
+  size_t cap, head, len;
+  uint64_t lost;
+};
+
 /* The batcher: pure logic, time passed in (seconds), no loop. A batch opens
  * with its first event and is emitted when the kind switches, when it
  * reaches max, when `window` has passed since it opened (expire), or on
@@ -31,6 +44,8 @@ int kvbm__batcher_init(kvbm__batcher *b, const kvbm_allocator *a, size_t max, do
                        kvbm__emit_fn emit, void *ud);
 void kvbm__batcher_free(kvbm__batcher *b);
 void kvbm__batcher_push(kvbm__batcher *b, double now, kvbm_event_kind kind, kvbm_hash h);
+/* Pushes every event the subscription holds (oldest first). */
+void kvbm__batcher_drain(kvbm__batcher *b, double now, kvbm_subscription *s);
 /* Emits the batch if its window has passed. */
 void kvbm__batcher_expire(kvbm__batcher *b, double now);
 void kvbm__batcher_flush(kvbm__batcher *b);

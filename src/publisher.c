@@ -43,9 +43,7 @@ static void emit(void *ud, kvbm_event_kind kind, const kvbm_hash *hs, size_t n) 
 /* Moves what the subscription holds into the batcher; returns the deadline. */
 static double pump(void *ud, double now) {
   kvbm_publisher *p = ud;
-  kvbm_event_kind kind;
-  kvbm_hash h;
-  while (kvbm_subscription_poll(p->sub, &kind, &h)) kvbm__batcher_push(&p->batcher, now, kind, h);
+  kvbm__batcher_drain(&p->batcher, now, p->sub);
   kvbm__batcher_expire(&p->batcher, now);
   return kvbm__batcher_deadline(&p->batcher);
 }
