@@ -258,6 +258,28 @@ describe("kvbm.sink.nats / kvbm.sub.nats", function()
     assert.is_table(err)
   end)
 
+  it("kvbm sim --nats publishes the simulator's events", function()
+    local sub = assert(kvbm.sub.nats{ url = srv.url, subject = "kvbm.events" })
+    local cmd = helpers.shell_quote(helpers.builddir() .. "/kvbm") .. " sim --requests 30 --g1 128 --g2 256 --quiet"
+      .. " --instance-id 77 --nats " .. helpers.shell_quote(srv.url) .. " 2>&1"
+    local out, status = helpers.run(cmd)
+    assert.are.equal(0, status, out)
+    local published = tonumber(out:match("events: (%d+) published"))
+    assert.is_true(published > 0, out)
+    local creates, removes, seen, shutdown = 0, 0, 0, false
+    while not shutdown do
+      local b = assert(sub:next(5), "the simulator's Shutdown never arrived")
+      assert.are.equal(77, b.instance_id)
+      if b.kind == "create" then creates = creates + #b.hashes end
+      if b.kind == "remove" then removes = removes + #b.hashes end
+      seen = seen + #b.hashes
+      shutdown = b.kind == "shutdown"
+    end
+    assert.are.equal(published, seen, "every published event arrived")
+    assert.is_true(creates > 0 and creates >= removes)
+    sub:close()
+  end)
+
   it("objects left to the collector close themselves", function()
     for _ = 1, 3 do
       local sink = assert(kvbm.sink.nats{ url = srv.url })
