@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
 
       uint64_t acc = 0;
       t0 = now_ns();
-      for (size_t b = 0; b < nblocks; b++) acc += XXH3_64bits_withSeed(toks + b * bs, bs * 4, 1337 + acc);
+      for (size_t b = 0; b < nblocks; b++) acc ^= XXH3_64bits_withSeed(toks + b * bs, bs * 4, 1337);
       t1 = now_ns();
       sink += acc;
       if (t1 - t0 < best_raw) best_raw = t1 - t0;

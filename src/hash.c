@@ -30,14 +30,17 @@ static inline uint64_t block_hash(const uint32_t *tokens, size_t n, uint64_t sal
 #endif
 }
 
-static void store_le64(unsigned char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static inline uint64_t chain_hash(uint64_t parent, uint64_t block_hash) {
   unsigned char b[16];
-  store_le64(b, parent);
-  store_le64(b + 8, block_hash);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(b, &parent, 8); /* the LE64 pair, in two stores */
+  memcpy(b + 8, &block_hash, 8);
+#else
+  for (int i = 0; i < 8; i++) {
+    b[i] = (unsigned char)(parent >> (8 * i));
+    b[8 + i] = (unsigned char)(block_hash >> (8 * i));
+  }
+#endif
   return XXH3_64bits_withSeed(b, sizeof b, KVBM_CHAIN_SEED);
 }
 
@@ -64,31 +67,31 @@ int kvbm_hash_new(uint64_t current, int has_parent, uint64_t parent, uint64_t po
   return 0;
 }
 
-/* Two passes: the block hashes are independent of each other, so the CPU
- * overlaps them freely; only the chain is serial. The constant-length
- * instances let the compiler specialise XXH3 for the common block sizes. */
-#define BLOCK_HASHES(len)                                                         \
+/* One pass: hash block i from src, copy it while it is in L1, chain it.
+ * The block hashes do not depend on each other, so the CPU overlaps the
+ * next block's hash with this block's (short) chain step. The
+ * constant-length instances let the compiler specialise XXH3 for the common
+ * block sizes. */
+#define HASH_BLOCKS(len)                                                          \
   for (size_t pos = first; pos < last; pos++, src += (len), dst += (len)) {       \
-    block_hashes[pos] = block_hash(src, (len), salt);                             \
-    if (dst != src) memcpy(dst, src, (len) * sizeof *src); /* still in L1 */      \
+    uint64_t bh = block_hash(src, (len), salt);                                   \
+    if (dst != src) memcpy(dst, src, (len) * sizeof *src);                        \
+    uint64_t seq = pos ? chain_hash(parent, bh) : bh;                             \
+    unsigned mode = mode_for(pos), r = parent_bits[mode];                         \
+    block_hashes[pos] = bh;                                                       \
+    hashes[pos].hi = ((uint64_t)mode << 62) | ((uint64_t)pos << r) | (seq >> (64 - r)); \
+    hashes[pos].lo = (seq << r) | (pos ? low_bits(parent, r) : 0);                \
+    parent = seq;                                                                 \
   }
 
 void kvbm__hash_blocks(const uint32_t *src, uint32_t *dst, size_t block_size, uint64_t salt,
                        size_t first, size_t last, uint64_t parent, uint64_t *block_hashes,
                        kvbm_hash *hashes) {
   switch (block_size) {
-    case 16: BLOCK_HASHES(16) break;
-    case 32: BLOCK_HASHES(32) break;
-    case 64: BLOCK_HASHES(64) break;
-    default: BLOCK_HASHES(block_size) break;
-  }
-  for (size_t pos = first; pos < last; pos++) {
-    uint64_t bh = block_hashes[pos];
-    uint64_t seq = pos ? chain_hash(parent, bh) : bh;
-    unsigned mode = mode_for(pos), r = parent_bits[mode];
-    hashes[pos].hi = ((uint64_t)mode << 62) | ((uint64_t)pos << r) | (seq >> (64 - r));
-    hashes[pos].lo = (seq << r) | (pos ? low_bits(parent, r) : 0);
-    parent = seq;
+    case 16: HASH_BLOCKS(16) break;
+    case 32: HASH_BLOCKS(32) break;
+    case 64: HASH_BLOCKS(64) break;
+    default: HASH_BLOCKS(block_size) break;
   }
 }
 
