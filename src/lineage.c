@@ -20,8 +20,8 @@ typedef struct {
   uint32_t slot; /* Real: its slot */
   uint32_t parent, first_child;
   uint32_t next_sib, prev_sib; /* siblings; next_sib is the free-list link */
-  uint32_t leaf_prev, leaf_next; /* FIFO leaf list */
-  uint8_t state, leaf, indexed, in_heap;
+  uint32_t leaf_prev, leaf_next; /* FIFO leaf list; Tick: leaf_prev is the heap index */
+  uint8_t state, leaf, indexed;
 } node;
 
 typedef struct {
@@ -78,53 +78,52 @@ static int heap_less(heap_entry a, heap_entry b) {
   return a.tick < b.tick || (a.tick == b.tick && a.node < b.node);
 }
 
+/* Tick leaves: a binary min-heap of exactly the current leaves, keyed by
+ * (tick, node); each node knows its index (leaf_prev, unused by Tick), so a
+ * demoted leaf leaves the heap at once and the heap never holds stale
+ * entries. A re-leafed node comes back with its original tick. */
+static void heap_set(lineage *l, size_t i, heap_entry e) {
+  l->heap[i] = e;
+  l->nodes[e.node].leaf_prev = (uint32_t)i;
+}
+
+static void heap_up(lineage *l, size_t i) {
+  heap_entry e = l->heap[i];
+  while (i > 0 && heap_less(e, l->heap[(i - 1) / 2])) {
+    heap_set(l, i, l->heap[(i - 1) / 2]);
+    i = (i - 1) / 2;
+  }
+  heap_set(l, i, e);
+}
+
 static void heap_down(lineage *l, size_t i) {
-  heap_entry *h = l->heap;
+  heap_entry e = l->heap[i];
   for (;;) {
     size_t c = 2 * i + 1;
-    if (c >= l->heap_len) return;
-    if (c + 1 < l->heap_len && heap_less(h[c + 1], h[c])) c++;
-    if (!heap_less(h[c], h[i])) return;
-    heap_entry t = h[i];
-    h[i] = h[c];
-    h[c] = t;
+    if (c >= l->heap_len) break;
+    if (c + 1 < l->heap_len && heap_less(l->heap[c + 1], l->heap[c])) c++;
+    if (!heap_less(l->heap[c], e)) break;
+    heap_set(l, i, l->heap[c]);
     i = c;
   }
-}
-
-static void heap_pop(lineage *l) {
-  l->heap[0] = l->heap[--l->heap_len];
-  heap_down(l, 0);
-}
-
-/* An entry stands for a leaf only while the node keeps that tick and is a
- * leaf; the others are dropped here, so live entries never exceed nslots and
- * a heap of 2 * nslots is compacted at most once per nslots pushes. */
-static void heap_compact(lineage *l) {
-  size_t k = 0;
-  for (size_t i = 0; i < l->heap_len; i++) {
-    heap_entry e = l->heap[i];
-    node *x = &l->nodes[e.node];
-    if (x->tick == e.tick && x->in_heap && x->leaf)
-      l->heap[k++] = e;
-    else if (x->tick == e.tick)
-      x->in_heap = 0;
-  }
-  l->heap_len = k;
-  for (size_t i = k / 2; i-- > 0;) heap_down(l, i);
+  heap_set(l, i, e);
 }
 
 static void heap_push(lineage *l, uint32_t n) {
-  if (l->heap_len == l->heap_cap) heap_compact(l);
-  if (l->heap_len == l->heap_cap) return; /* cannot happen: live entries <= nslots */
-  size_t i = l->heap_len++;
-  heap_entry e = {l->nodes[n].tick, n};
-  while (i > 0 && heap_less(e, l->heap[(i - 1) / 2])) {
-    l->heap[i] = l->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  l->heap[i] = e;
-  l->nodes[n].in_heap = 1;
+  size_t i = l->heap_len++; /* leaves <= nslots <= heap_cap */
+  l->heap[i] = (heap_entry){l->nodes[n].tick, n};
+  heap_up(l, i);
+}
+
+static void heap_remove(lineage *l, uint32_t n) {
+  size_t i = l->nodes[n].leaf_prev;
+  heap_entry last = l->heap[--l->heap_len];
+  if (i == l->heap_len) return;
+  heap_set(l, i, last);
+  if (i > 0 && heap_less(last, l->heap[(i - 1) / 2]))
+    heap_up(l, i);
+  else
+    heap_down(l, i);
 }
 
 /* ----------------------------------------------------------- leaf policy */
@@ -141,9 +140,8 @@ static void leaf_add(lineage *l, uint32_t n) {
     else
       l->head = n;
     l->tail = n;
-  } else if (!x->in_heap) {
-    /* a re-leafed node still in the heap keeps its original place */
-    heap_push(l, n);
+  } else {
+    heap_push(l, n); /* with its original tick if it was a leaf before */
   }
 }
 
@@ -161,23 +159,14 @@ static void leaf_del(lineage *l, uint32_t n) {
     else
       l->tail = x->leaf_prev;
     x->leaf_prev = x->leaf_next = NONE;
+  } else {
+    heap_remove(l, n);
   }
-  /* Tick: the heap entry stays, so a re-leafed node returns to its place */
 }
 
 static uint32_t next_victim(lineage *l) {
   if (l->leaves == 0) return NONE;
-  if (l->fifo) return l->head;
-  while (l->heap_len > 0) {
-    heap_entry e = l->heap[0];
-    node *x = &l->nodes[e.node];
-    heap_pop(l);
-    if (x->tick != e.tick) continue; /* stale: the node left or was re-ticked */
-    x->in_heap = 0;
-    if (x->leaf) return e.node;
-    /* demoted: dropped, pushed again with the same tick if it re-leafs */
-  }
-  return NONE;
+  return l->fifo ? l->head : l->heap[0].node;
 }
 
 /* ----------------------------------------------------------------- graph */
@@ -210,7 +199,6 @@ static void remove_node(lineage *l, uint32_t n) {
   x->slot = NONE;
   x->state = GHOST;
   x->tick = 0;
-  x->in_heap = 0;
   l->ghosts++;
   l->base.len--;
   /* Ghosts outnumbering slots (possible only when hit blocks are reset, not
@@ -262,7 +250,6 @@ static void lin_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
   node *x = &l->nodes[n];
   x->slot = slot;
   x->tick = ++l->next_tick;
-  x->in_heap = 0;
   l->slot_node[slot] = n;
   l->base.len++;
 
@@ -338,7 +325,7 @@ kvbm__backend *kvbm__lineage_new(const kvbm_allocator *a, uint32_t nslots, int f
   l->nslots = nslots;
   l->slot_cap = nslots ? nslots : 1; /* never a zero-byte allocation */
   l->cap = 2 * l->slot_cap;
-  l->heap_cap = l->fifo ? 0 : (size_t)l->cap;
+  l->heap_cap = l->fifo ? 0 : (size_t)l->slot_cap; /* leaves are Real nodes */
   l->head = l->tail = NONE;
   l->nodes = kvbm__realloc(a, NULL, 0, (size_t)l->cap * sizeof(node));
   l->slot_node = kvbm__realloc(a, NULL, 0, (size_t)l->slot_cap * sizeof(uint32_t));
