@@ -1,0 +1,319 @@
+/* test_manager.c - the block store through the C API: allocation, staging,
+ * registration under both duplicate policies, release rules, weak blocks,
+ * lookups, handles going stale, configuration errors, allocation failure,
+ * and a random workload checked against the store's invariants. */
+#include <stdlib.h>
+
+#include "internal.h"
+#include "tap.h"
+
+#define MUST(call)                             \
+  do {                                         \
+    if ((call) < 0) ok(0, "setup: %s", #call); \
+  } while (0)
+
+static kvbm_hash H(uint64_t pos, uint64_t cur) {
+  kvbm_hash h;
+  (void)kvbm_hash_new(cur, pos > 0, cur * 31, pos, &h);
+  return h;
+}
+
+static kvbm_manager *make(kvbm_registry *reg, uint32_t n, kvbm_backend b, int reject) {
+  kvbm_manager_config cfg = {.block_count = n, .block_size = 4, .registry = reg, .backend = b,
+                             .reject_duplicates = reject};
+  kvbm_manager *m = NULL;
+  MUST(kvbm_manager_new(&cfg, &m));
+  return m;
+}
+
+static int healthy(const kvbm_manager *m) {
+  char msg[200];
+  size_t counts[6];
+  int rc = kvbm__manager_check(m, counts, msg, sizeof msg);
+  if (rc) printf("# check: %s\n", msg);
+  return rc == 0;
+}
+
+/* allocate one block, stage it with h, register it */
+static kvbm_block reg1(kvbm_manager *m, kvbm_hash h) {
+  kvbm_block mb, cb, ib = KVBM_NO_BLOCK;
+  MUST(kvbm_allocate(m, 1, &mb, NULL));
+  MUST(kvbm_stage(m, mb, h, 4, &cb));
+  MUST(kvbm_register(m, cb, &ib));
+  return ib;
+}
+
+static void test_lifecycle(void) {
+  kvbm_registry *reg;
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_MEDIUM, &reg));
+  kvbm_manager *m = make(reg, 4, KVBM_BACKEND_LRU, 0);
+  kvbm_block b[5], cb, ib, other;
+  kvbm_hash evicted[4];
+
+  ok(kvbm_allocate(m, 5, b, NULL) == KVBM_ENOSPC && kvbm_manager_available(m) == 4,
+     "all or nothing: 5 of 4 fails and changes nothing");
+  ok(kvbm_allocate(m, 0, b, NULL) == 0, "allocating 0 succeeds");
+  MUST(kvbm_allocate(m, 1, b, NULL));
+  ok(kvbm_stage(m, b[0], H(0, 1), 8, &cb) == KVBM_EBLOCK_SIZE_MISMATCH &&
+         kvbm_block_state(m, b[0]) == KVBM_STATE_MUTABLE,
+     "staging with the wrong block size fails; the block stays mutable");
+  kvbm_hash bad = {UINT64_C(3) << 62, 0};
+  ok(kvbm_stage(m, b[0], bad, 4, &cb) == KVBM_EBAD_HASH, "a malformed hash is refused");
+  MUST(kvbm_stage(m, b[0], H(0, 1), 4, &cb));
+  ok(kvbm_release(m, b[0]) == KVBM_ESTALE, "the mutable handle went stale when it was staged");
+  ok(kvbm_register(m, b[0], &ib) == KVBM_ESTALE, "a stale handle cannot be registered");
+  kvbm_block again;
+  MUST(kvbm_complete_reset(m, cb, &again));
+  ok(kvbm_block_state(m, again) == KVBM_STATE_MUTABLE && kvbm_block_id(again) == kvbm_block_id(cb),
+     "reset gives the staged block back as mutable, same id");
+  MUST(kvbm_stage(m, again, H(0, 1), 4, &cb));
+  MUST(kvbm_register(m, cb, &ib));
+  ok(kvbm_block_state(m, ib) == KVBM_STATE_PRIMARY && kvbm_registry_present(reg, H(0, 1), 0),
+     "registered: primary, present in its tier");
+  ok(kvbm_registry_frequency(reg, H(0, 1)) == 1, "a new registration touches the tracker once");
+
+  /* Allow: a second registration is a duplicate that keeps the primary alive */
+  other = reg1(m, H(0, 1));
+  ok(kvbm_block_state(m, other) == KVBM_STATE_DUPLICATE && kvbm_block_id(other) != kvbm_block_id(ib),
+     "Allow: the second registration is a duplicate in its own slot");
+  MUST(kvbm_release(m, ib));
+  ok(kvbm_manager_inactive(m) == 0 && healthy(m), "the duplicate keeps its primary out of the inactive pool");
+  MUST(kvbm_release(m, other));
+  ok(kvbm_manager_inactive(m) == 1 && kvbm_manager_reset(m) == 3, "then both go: primary inactive, duplicate reset");
+
+  /* weak blocks: phase 2 finds the hash in the inactive pool */
+  kvbm_block found[2];
+  ok(kvbm_match(m, (kvbm_hash[]){H(0, 1)}, 1, found) == 1, "match resurrects the inactive block");
+  kvbm_weak w;
+  MUST(kvbm_downgrade(m, found[0], &w));
+  MUST(kvbm_release(m, found[0]));
+  kvbm_block up;
+  ok(kvbm_weak_upgrade(m, &w, &up) == 1 && kvbm_block_id(up) == kvbm_block_id(found[0]),
+     "a weak block upgrades from the inactive pool");
+  MUST(kvbm_release(m, up));
+  kvbm_block four[4];
+  ok(kvbm_allocate(m, 4, four, evicted) == 1 && kvbm_hash_cmp(evicted[0], H(0, 1)) == 0,
+     "allocating everything evicts it and says which hash went");
+  ok(kvbm_weak_upgrade(m, &w, &up) == 0, "after the eviction the weak block cannot upgrade");
+  ok(kvbm_registry_is_registered(reg, H(0, 1)), "but it keeps the registration alive");
+  kvbm_weak_release(m, &w);
+  ok(!kvbm_registry_is_registered(reg, H(0, 1)), "until it is released");
+  for (int i = 0; i < 4; i++) MUST(kvbm_release(m, four[i]));
+
+  /* reset on release, per block */
+  ib = reg1(m, H(0, 2));
+  MUST(kvbm_block_set_reset_on_release(m, ib, 1));
+  MUST(kvbm_release(m, ib));
+  ok(kvbm_manager_inactive(m) == 0 && !kvbm_registry_is_registered(reg, H(0, 2)),
+     "reset-on-release sends the block to the reset pool, unregistered");
+
+  /* prefix match stops only at a hash in neither pool */
+  kvbm_block a = reg1(m, H(0, 3)), c = reg1(m, H(1, 4));
+  MUST(kvbm_release(m, a));
+  kvbm_block got[3];
+  ok(kvbm_match(m, (kvbm_hash[]){H(0, 3), H(1, 4), H(2, 9)}, 3, got) == 2, "inactive then active: 2, stops at the miss");
+  kvbm_block scat[4];
+  ok(kvbm_match_scattered(m, (kvbm_hash[]){H(2, 9), H(0, 3), H(2, 9), H(1, 4)}, 4, scat) == 2 &&
+         scat[0] == KVBM_NO_BLOCK && scat[2] == KVBM_NO_BLOCK,
+     "scattered: one result per input, misses are KVBM_NO_BLOCK");
+  kvbm_block sc[3];
+  ok(kvbm_scan(m, (kvbm_hash[]){H(0, 3), H(0, 3), H(1, 4)}, 3, 0, sc) == 2 && sc[1] == KVBM_NO_BLOCK,
+     "scan collapses a repeated hash");
+  for (int i = 0; i < 2; i++) MUST(kvbm_release(m, got[i]));
+  MUST(kvbm_release(m, scat[1]));
+  MUST(kvbm_release(m, scat[3]));
+  MUST(kvbm_release(m, sc[0]));
+  MUST(kvbm_release(m, sc[2]));
+  ok(kvbm_block_use_count(m, c) == 1 && healthy(m), "every lookup reference was returned");
+  MUST(kvbm_release(m, c));
+
+  kvbm_metrics x;
+  kvbm_manager_metrics(m, &x);
+  ok(x.inflight_mutable == 0 && x.inflight_immutable == 0 && x.duplicate_blocks == 1 && x.evictions == 1,
+     "metrics: nothing in flight, one duplicate, one eviction");
+  ok(kvbm_reset_inactive(m) == 0 && kvbm_manager_reset(m) == 4, "reset_inactive drains the cache");
+  kvbm_manager_free(m);
+  kvbm_registry_release(reg);
+}
+
+static void test_reject(void) {
+  kvbm_registry *reg;
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &reg));
+  kvbm_manager *m = make(reg, 5, KVBM_BACKEND_LINEAGE, 1);
+  kvbm_block a = reg1(m, H(0, 100));
+  kvbm_block mb[4], cb[4], out[4];
+  MUST(kvbm_allocate(m, 4, mb, NULL));
+  kvbm_hash hs[4] = {H(0, 200), H(0, 100), H(0, 200), H(0, 300)};
+  for (int i = 0; i < 4; i++) MUST(kvbm_stage(m, mb[i], hs[i], 4, &cb[i]));
+  MUST(kvbm_register_all(m, cb, 4, out));
+  ok(kvbm_block_id(out[0]) == kvbm_block_id(mb[0]) && kvbm_block_id(out[1]) == kvbm_block_id(a) &&
+         kvbm_block_id(out[2]) == kvbm_block_id(mb[0]) && kvbm_block_id(out[3]) == kvbm_block_id(mb[3]),
+     "Reject: [B, A', B', C] gives [B, A, B, C] (#35)");
+  kvbm_metrics x;
+  kvbm_manager_metrics(m, &x);
+  ok(x.registration_dedup == 2 && kvbm_manager_available(m) == 2, "two dedups; their slots went back");
+  for (int i = 0; i < 4; i++) MUST(kvbm_release(m, out[i]));
+  MUST(kvbm_release(m, a));
+  ok(healthy(m) && kvbm_manager_inactive(m) == 3, "three distinct hashes cached");
+
+  /* register_all validates first: a repeated or stale handle consumes nothing */
+  MUST(kvbm_allocate(m, 2, mb, NULL));
+  MUST(kvbm_stage(m, mb[0], H(0, 400), 4, &cb[0]));
+  MUST(kvbm_stage(m, mb[1], H(0, 500), 4, &cb[1]));
+  kvbm_block twice[2] = {cb[0], cb[0]};
+  ok(kvbm_register_all(m, twice, 2, out) == KVBM_EINVAL && kvbm_block_state(m, cb[0]) == KVBM_STATE_STAGED,
+     "the same block twice in a batch: nothing consumed");
+  kvbm_block stale[2] = {cb[1], mb[0]};
+  ok(kvbm_register_all(m, stale, 2, out) == KVBM_ESTALE && kvbm_block_state(m, cb[1]) == KVBM_STATE_STAGED,
+     "a stale handle in a batch: nothing consumed");
+  MUST(kvbm_release(m, cb[0]));
+  MUST(kvbm_release(m, cb[1]));
+  ok(healthy(m), "store consistent");
+  kvbm_manager_free(m);
+  kvbm_registry_release(reg);
+}
+
+static void test_config(void) {
+  kvbm_registry *reg, *plain;
+  char msg[200];
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_SMALL, &reg));
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &plain));
+  kvbm_manager_config cfg = {.block_count = 0, .registry = reg};
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG &&
+         strcmp(msg, "block_count must be greater than 0") == 0,
+     "count 0: the reference's message");
+  cfg.block_count = 4;
+  cfg.block_size = 24;
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG && strstr(msg, "power of 2"),
+     "block size 24 is not a power of two");
+  cfg.block_size = 16;
+  cfg.backend = KVBM_BACKEND_MULTI_LRU;
+  cfg.thresholds[0] = 6, cfg.thresholds[1] = 2, cfg.thresholds[2] = 10;
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG && strstr(msg, "ascending order"),
+     "thresholds must ascend");
+  cfg.thresholds[0] = 2, cfg.thresholds[1] = 6, cfg.thresholds[2] = 20;
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG && strstr(msg, "maximum frequency is 15"),
+     "thresholds stop at 15");
+  cfg.thresholds[2] = 12;
+  cfg.registry = plain;
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG && strstr(msg, "frequency tracking"),
+     "multi-LRU needs a tracker");
+  cfg.registry = NULL;
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG && strcmp(msg, "registry is required") == 0,
+     "no registry");
+
+  /* a registry serves KVBM_MAX_TIERS managers */
+  kvbm_manager *ms[KVBM_MAX_TIERS + 1];
+  kvbm_manager_config one = {.block_count = 2, .block_size = 4, .registry = plain};
+  int made = 0;
+  for (int i = 0; i < KVBM_MAX_TIERS; i++) made += kvbm_manager_new(&one, &ms[i]) == 0;
+  ok(made == KVBM_MAX_TIERS && kvbm_manager_new(&one, &ms[KVBM_MAX_TIERS]) == KVBM_ETIERS,
+     "the fifth manager on a registry is refused");
+  kvbm_manager_free(ms[1]);
+  ok(kvbm_manager_new(&one, &ms[1]) == 0 && kvbm_manager_tier(ms[1]) == 1, "a freed tier is reused");
+  for (int i = 0; i < KVBM_MAX_TIERS; i++) kvbm_manager_free(ms[i]);
+  kvbm_registry_release(reg);
+  kvbm_registry_release(plain);
+}
+
+/* Fails the allocation number `fail_at` (counting from 0), frees normally. */
+typedef struct {
+  int count, fail_at;
+  long live;
+} chaos;
+
+static void *chaos_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  chaos *c = ud;
+  (void)osize;
+  if (nsize == 0) {
+    if (ptr) c->live--;
+    free(ptr);
+    return NULL;
+  }
+  if (c->count++ == c->fail_at) return NULL;
+  void *p = realloc(ptr, nsize);
+  if (p && !ptr) c->live++;
+  return p;
+}
+
+static void test_allocation_failure(void) {
+  int clean = 1, failures = 0;
+  for (int k = 0; k < 40; k++) {
+    chaos c = {0, k, 0};
+    kvbm_allocator a = {chaos_alloc, &c};
+    kvbm_registry *reg = NULL;
+    kvbm_manager *m = NULL;
+    int rc = kvbm_registry_new(&a, KVBM_FREQUENCY_SMALL, &reg);
+    if (rc == 0) {
+      kvbm_manager_config cfg = {.block_count = 8, .block_size = 4, .registry = reg,
+                                 .backend = (kvbm_backend)(k % 5)};
+      rc = kvbm_manager_new(&cfg, &m);
+      if (rc == 0) {
+        kvbm_block ib = reg1(m, H(0, 7));
+        (void)kvbm_release(m, ib);
+        kvbm_manager_free(m);
+      }
+      kvbm_registry_release(reg);
+    }
+    failures += rc == KVBM_ENOMEM;
+    if (!((rc == 0 || rc == KVBM_ENOMEM) && c.live == 0))
+      printf("# failing allocation %d: rc %d, %ld blocks left\n", k, rc, c.live), clean = 0;
+  }
+  ok(failures > 5 && clean, "every failed allocation is reported (%d) and nothing leaks", failures);
+}
+
+/* Random operations on two managers (Allow and Reject) sharing a registry. */
+static void test_random(void) {
+  kvbm_registry *reg;
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_SMALL, &reg));
+  kvbm_manager *ms[2] = {make(reg, 16, KVBM_BACKEND_LINEAGE, 0), make(reg, 12, KVBM_BACKEND_MULTI_LRU, 1)};
+  kvbm_block held[2][64];
+  int nheld[2] = {0, 0}, good = 1;
+  uint64_t seed = 12345;
+  for (int step = 0; step < 20000 && good; step++) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    unsigned r = (unsigned)(seed >> 33), which = r & 1, op = (r >> 1) % 6;
+    kvbm_manager *m = ms[which];
+    kvbm_hash h = H((r >> 4) % 4, (r >> 8) % 9 + 1);
+    if (op <= 1 && nheld[which] < 64) {
+      kvbm_block mb, cb, ib;
+      if (kvbm_allocate(m, 1, &mb, NULL) >= 0) {
+        good &= kvbm_stage(m, mb, h, 4, &cb) == 0 && kvbm_register(m, cb, &ib) == 0;
+        held[which][nheld[which]++] = ib;
+      }
+    } else if (op == 2 && nheld[which] < 64) {
+      kvbm_block got;
+      if (kvbm_match(m, &h, 1, &got) == 1) held[which][nheld[which]++] = got;
+    } else if (op <= 4 && nheld[which] > 0) {
+      int i = (int)((r >> 12) % (unsigned)nheld[which]);
+      good &= kvbm_release(m, held[which][i]) == 0;
+      held[which][i] = held[which][--nheld[which]];
+    } else if (op == 5 && nheld[which] > 0 && nheld[which] < 64) {
+      kvbm_weak w;
+      kvbm_block up;
+      if (kvbm_downgrade(m, held[which][0], &w) == 0) {
+        if (kvbm_weak_upgrade(m, &w, &up) == 1) held[which][nheld[which]++] = up;
+        kvbm_weak_release(m, &w);
+      }
+    }
+    good &= healthy(ms[0]) && healthy(ms[1]);
+  }
+  ok(good, "20000 random operations keep both stores consistent");
+  for (int t = 0; t < 2; t++)
+    for (int i = 0; i < nheld[t]; i++) MUST(kvbm_release(ms[t], held[t][i]));
+  ok(kvbm_manager_available(ms[0]) == 16 && kvbm_manager_available(ms[1]) == 12,
+     "every block is available again");
+  kvbm_manager_free(ms[0]);
+  kvbm_manager_free(ms[1]);
+  ok(kvbm_registry_count(reg) == 0, "and the registry is empty once the managers are gone");
+  kvbm_registry_release(reg);
+}
+
+int main(void) {
+  test_lifecycle();
+  test_reject();
+  test_config();
+  test_allocation_failure();
+  test_random();
+  return tap_done();
+}
