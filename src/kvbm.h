@@ -328,6 +328,9 @@ KVBM_API void kvbm_weak_release(kvbm_manager *m, kvbm_weak *w);
 /* Longest prefix of hashes found in either pool (inactive ones are
  * resurrected; only a hash in neither pool stops it). Returns the count. */
 KVBM_API size_t kvbm_match(kvbm_manager *m, const kvbm_hash *hashes, size_t n, kvbm_block *out);
+/* What kvbm_match would return, with no side effects (no resurrection, no
+ * touch, no metrics): how long a prefix this tier holds. */
+KVBM_API size_t kvbm_match_count(const kvbm_manager *m, const kvbm_hash *hashes, size_t n);
 /* One result per input (KVBM_NO_BLOCK for a miss); returns the hits. */
 KVBM_API size_t kvbm_match_scattered(kvbm_manager *m, const kvbm_hash *hashes, size_t n,
                                      kvbm_block *out);

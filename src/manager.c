@@ -512,6 +512,15 @@ size_t kvbm_match(kvbm_manager *m, const kvbm_hash *hashes, size_t n, kvbm_block
   return k;
 }
 
+size_t kvbm_match_count(const kvbm_manager *m, const kvbm_hash *hashes, size_t n) {
+  size_t k = 0;
+  for (; k < n; k++) {
+    uint32_t e = kvbm__registry_find(m->reg, hashes[k]);
+    if (e == NONE || entry_at(m, e)->slot[m->tier] == NONE) break;
+  }
+  return k;
+}
+
 size_t kvbm_match_scattered(kvbm_manager *m, const kvbm_hash *hashes, size_t n, kvbm_block *out) {
   size_t hits = 0;
   for (size_t i = 0; i < n; i++) {

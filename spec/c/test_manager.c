@@ -111,6 +111,13 @@ static void test_lifecycle(void) {
   kvbm_block a = reg1(m, H(0, 3)), c = reg1(m, H(1, 4));
   MUST(kvbm_release(m, a));
   kvbm_block got[3];
+  kvbm_metrics before;
+  kvbm_manager_metrics(m, &before);
+  ok(kvbm_match_count(m, (kvbm_hash[]){H(0, 3), H(1, 4), H(2, 9)}, 3) == 2 && kvbm_manager_inactive(m) == 1,
+     "match_count sees the prefix without resurrecting anything");
+  kvbm_metrics after;
+  kvbm_manager_metrics(m, &after);
+  ok(after.match_hashes_requested == before.match_hashes_requested, "and without counting a lookup");
   ok(kvbm_match(m, (kvbm_hash[]){H(0, 3), H(1, 4), H(2, 9)}, 3, got) == 2, "inactive then active: 2, stops at the miss");
   kvbm_block scat[4];
   ok(kvbm_match_scattered(m, (kvbm_hash[]){H(2, 9), H(0, 3), H(2, 9), H(1, 4)}, 4, scat) == 2 &&

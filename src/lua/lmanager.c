@@ -312,10 +312,12 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
     lua_pop(L, 1);
   }
   kvbm_block *out = scratch_blocks(L, n);
-  /* guards first (they may raise), then the core call that cannot */
+  /* guards first (they may raise), then the core call that cannot; a prefix
+   * match needs only as many as the prefix it will find */
+  size_t nguards = shape == AS_PREFIX ? kvbm_match_count(mb->m, hs, n) : n;
   int guards = lua_gettop(L) + 1;
-  lua_createtable(L, (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
+  lua_createtable(L, (int)nguards, 0);
+  for (size_t i = 0; i < nguards; i++) {
     lkvbm_pushblock(L, 1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
     lua_rawseti(L, guards, (lua_Integer)i + 1);
   }
@@ -325,6 +327,7 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   lkvbm_core_begin(L, mb, &cc);
   size_t k = fn(mb->m, hs, n, touch, out);
   lkvbm_core_end(L, mb, &cc);
+  for (; shape == AS_PREFIX && k > nguards; k--) (void)kvbm_release(mb->m, out[k - 1]); /* cannot happen: finalizers only release */
   size_t limit = shape == AS_PREFIX ? k : n;
   for (size_t i = 0; i < limit; i++) {
     if (out[i] == KVBM_NO_BLOCK) continue;
