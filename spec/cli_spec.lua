@@ -90,6 +90,21 @@ describe("the kvbm program", function()
       assert.matches("done", out)
     end)
 
+    it("Ctrl-C interrupts a running chunk and the REPL carries on", function()
+      -- a link with a name of its own, so that only this REPL gets the signal
+      local link = os.tmpname()
+      os.remove(link)
+      assert(os.execute("ln -s " .. helpers.shell_quote(kvbm_bin) .. " " .. helpers.shell_quote(link)))
+      local input = "while true do end\nprint('still ' .. 'alive')\n"
+      local cmd = "(printf '%s' " .. helpers.shell_quote(input) .. "; sleep 3) | TERM=dumb script -qec "
+        .. helpers.shell_quote(helpers.shell_quote(link)) .. " /dev/null 2>&1 & "
+        .. "sleep 1; pkill -INT -f " .. helpers.shell_quote("^" .. link .. "$") .. "; wait"
+      local out = helpers.run(cmd)
+      os.remove(link)
+      assert.matches("interrupted!", out)
+      assert.matches("still alive", out)
+    end)
+
     it("reports errors and keeps going", function()
       local out = repl("error('oops')\nprint('still here')\n")
       assert.matches("oops", out)
