@@ -260,21 +260,17 @@ function Tiers:admit(tokens, salt)
   self.stats.blocks = self.stats.blocks + n
   self.stats.hits.G1 = self.stats.hits.G1 + h1
 
-  -- the run of blocks after the G1 prefix that lower tiers hold
+  -- the run of blocks after the G1 prefix that lower tiers hold (looked up
+  -- without taking anything: only the blocks chosen are acquired below)
   local rest = {}
   for i = h1 + 1, n do rest[#rest + 1] = hashes[i] end
-  local found, onboard_from = {}, {}
-  for _, name in ipairs(self.names) do
-    if name ~= "G1" then found[name] = self.managers[name]:match_scattered(rest) end
-  end
-  local run = 0
+  local reg, hook, onboard_from, run = self.registry, self.policy.onboard, {}, 0
   for i = 1, #rest do
     local from
     for _, name in ipairs(self.names) do
-      local b = found[name] and found[name][i]
-      if b and not from then
-        local hook = self.policy.onboard
-        if hook == nil or hook(self.ctx, rest[i], h1 + i - 1, name) then from = name end
+      if name ~= "G1" and not from and reg:present(rest[i], self.managers[name])
+        and (hook == nil or hook(self.ctx, rest[i], h1 + i - 1, name)) then
+        from = name
       end
     end
     if not from then break end
@@ -284,39 +280,43 @@ function Tiers:admit(tokens, salt)
 
   local targets, err = g1:allocate(n - h1)
   if not targets then
-    for _, name in ipairs(self.names) do
-      if found[name] then for i = 1, #rest do if found[name][i] then found[name][i]:release() end end end
-    end
     for _, b in ipairs(blocks) do b:release() end
     self.stats.rejected = self.stats.rejected + 1
     return nil, err
+  end
+  local found = {}
+  for _, name in ipairs(self.names) do
+    local idx, hs = {}, {}
+    for i = 1, run do
+      if onboard_from[i] == name then idx[#idx + 1], hs[#hs + 1] = i, rest[i] end
+    end
+    if #idx > 0 then
+      local got = self.managers[name]:match_scattered(hs)
+      found[name] = {}
+      for k, i in ipairs(idx) do found[name][i] = got[k] end
+    end
   end
 
   local r = setmetatable({ tiers = self, seq = seq, hashes = hashes, blocks = blocks, matched = h1,
     onboard = {}, waiting = 0, fresh = {} }, Request)
   local plans = {}
   for i = 1, #rest do
-    local pos = h1 + i - 1
-    for _, name in ipairs(self.names) do
-      local b = found[name] and found[name][i]
-      if b then
-        if i <= run and onboard_from[i] == name then
-          local plan = plans[name]
-          if not plan then
-            plan = new_plan(self, name, "G1")
-            plan.kind, plan.request = "onboard", r
-            plans[name] = plan
-          end
-          local k = #plan.copies + 1
-          plan.copies[k] = { pos, b:id(), targets[i]:id() }
-          plan.sources[k], plan.targets[k], plan.hashes[k] = b, targets[i], rest[i]
-          self.stats.hits[name] = self.stats.hits[name] + 1
-        else
-          b:release()
-        end
+    local pos, name = h1 + i - 1, onboard_from[i]
+    local b = name and found[name][i]
+    if b then
+      local plan = plans[name]
+      if not plan then
+        plan = new_plan(self, name, "G1")
+        plan.kind, plan.request = "onboard", r
+        plans[name] = plan
       end
+      local k = #plan.copies + 1
+      plan.copies[k] = { pos, b:id(), targets[i]:id() }
+      plan.sources[k], plan.targets[k], plan.hashes[k] = b, targets[i], rest[i]
+      self.stats.hits[name] = self.stats.hits[name] + 1
+    else
+      r.fresh[#r.fresh + 1] = { pos = pos, block = targets[i] }
     end
-    if i > run then r.fresh[#r.fresh + 1] = { pos = pos, block = targets[i] } end
   end
   for _, name in ipairs(self.names) do
     if plans[name] and enqueue(self, plans[name]) then
