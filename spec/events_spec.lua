@@ -101,6 +101,19 @@ describe("kvbm.events", function()
     for _, x in ipairs(ibs) do x:release() end
   end)
 
+  it("a Lua events policy that calls back into a manager is refused, and counted", function()
+    local m
+    local ev = kvbm.events{ policy = function(h) m:allocate(1); return true end }
+    local sub = ev:subscribe()
+    m = setup_mgr(ev, 4)
+    local ib = register(m, { H.new(1, 2, 0) })[1]
+    assert.are.equal(1, ev:policy_errors())
+    assert.are.same({}, drain(sub), "the failing policy emitted nothing")
+    assert.are.equal(3, m:available(), "the re-entrant allocate did not happen")
+    assert.truthy(kvbm._debug.check(m))
+    ib:release()
+  end)
+
   it("a late subscriber misses earlier events; a slow one loses the oldest", function()
     local ev = kvbm.events()
     local early = ev:subscribe(2)

@@ -17,7 +17,9 @@ void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
    * call; drop its attachments now, before this call can register the hash
    * again (a fresh registration must not see the old ones). */
   lkvbm_flush_removed(L, mb->reg);
-  if (mb->policy_ref == LUA_NOREF) return; /* C backends never call Lua */
+  /* no Lua runs inside the core unless there is a Lua eviction policy or a
+   * Lua events policy (on new registrations) */
+  if (mb->policy_ref == LUA_NOREF && !mb->reg->lua_hooks) return;
   if (lua_gc(L, LUA_GCISRUNNING)) {
     lua_gc(L, LUA_GCSTOP);
     cc->paused_gc = 1;
