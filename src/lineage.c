@@ -72,6 +72,28 @@ static void node_free(lineage *l, uint32_t n) {
   l->used--;
 }
 
+/* Ghosts (placeholders for parents that are not in the index) are rare but
+ * unbounded: a chain whose interior blocks were hit and then reset instead
+ * of cached again leaves one per position. The slab starts at twice the
+ * slots, which real nodes can never exhaust; past that, more ghost room is
+ * grown here (off the common path). Keeping ghosts <= cap - nslots means a
+ * real insert always finds a node. Returns 0 when growing failed. */
+static int ghost_room(lineage *l) {
+  if (l->ghosts < l->cap - l->nslots) return 1;
+  if (l->cap > (NONE - 1) / 2) return 0;
+  uint32_t ncap = 2 * l->cap;
+  node *nodes = kvbm__realloc(l->alloc, l->nodes, (size_t)l->cap * sizeof(node), (size_t)ncap * sizeof(node));
+  if (!nodes) return 0;
+  l->nodes = nodes;
+  for (uint32_t i = l->cap; i < ncap; i++) {
+    l->nodes[i].state = FREE;
+    l->nodes[i].next_sib = i + 1 < ncap ? i + 1 : l->free_head;
+  }
+  l->free_head = l->cap;
+  l->cap = ncap;
+  return 1;
+}
+
 /* ------------------------------------------------------------- Tick heap */
 
 static int heap_less(heap_entry a, heap_entry b) {
@@ -193,7 +215,8 @@ static void unlink_child(lineage *l, uint32_t c) {
 /* Real n stops being Real: it becomes a Ghost and the childless ghosts from
  * it upwards are pruned, in a loop since chains can be long. */
 static void remove_node(lineage *l, uint32_t n) {
-  node *x = &l->nodes[n];
+  int room = ghost_room(l); /* checked while this node still counts as real */
+  node *x = &l->nodes[n];   /* (after: ghost_room may have moved the slab) */
   if (x->leaf) leaf_del(l, n);
   l->slot_node[x->slot] = NONE;
   x->slot = NONE;
@@ -201,10 +224,9 @@ static void remove_node(lineage *l, uint32_t n) {
   x->tick = 0;
   l->ghosts++;
   l->base.len--;
-  /* Ghosts outnumbering slots (possible only when hit blocks are reset, not
-   * re-released) would starve Real inserts of nodes: this one lets go of its
-   * children instead, and they carry on as roots. */
-  if (l->ghosts > l->nslots)
+  /* no room for one more ghost (the slab could not grow): this one lets go
+   * of its children instead, and they carry on as roots */
+  if (!room)
     while (x->first_child != NONE) unlink_child(l, x->first_child);
 
   while (x->state == GHOST && x->first_child == NONE) {
@@ -242,7 +264,7 @@ static void lin_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
      * panics): the newcomer stands alone, unindexed, still evictable. */
     indexed = valid && n == NONE;
     n = node_alloc(l, REAL);
-    if (n == NONE) return; /* cannot happen: ghosts <= nslots */
+    if (n == NONE) return; /* cannot happen: ghosts <= cap - nslots */
     l->nodes[n].key = key;
     if (indexed && kvbm__map_add(&l->index, key, n) != 0) indexed = 0;
     l->nodes[n].indexed = (uint8_t)indexed;
@@ -256,7 +278,7 @@ static void lin_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
   if (indexed && pos > 0 && x->parent == NONE) {
     kvbm_hash pkey = {pos - 1, kvbm_hash_parent_fragment(h)};
     uint32_t p = kvbm__map_get(&l->index, keys_of(l), pkey);
-    if (p == NONE && l->ghosts < l->nslots) {
+    if (p == NONE && ghost_room(l)) {
       p = node_alloc(l, GHOST);
       if (p != NONE) {
         l->nodes[p].key = pkey;
@@ -272,7 +294,7 @@ static void lin_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
       link_child(l, p, n);
     }
   }
-  if (x->first_child == NONE) leaf_add(l, n);
+  if (l->nodes[n].first_child == NONE) leaf_add(l, n); /* (ghost_room may have moved x) */
 }
 
 static void lin_remove(kvbm__backend *b, uint32_t slot) {
