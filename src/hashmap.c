@@ -73,4 +73,9 @@ int kvbm__map_del(kvbm__map *m, kvbm_hash k, uint32_t id) {
   return 1;
 }
 
+int kvbm__map_reserve(kvbm__map *m, size_t extra) {
+  size_t cap = capacity_for(m->len + extra);
+  return cap > m->mask + 1 ? rehash(m, cap) : 0;
+}
+
 size_t kvbm__map_bytes(const kvbm__map *m) { return (m->mask + 1) * sizeof *m->buckets; }

@@ -61,6 +61,8 @@ static inline uint32_t kvbm__map_get(const kvbm__map *m, kvbm__keys keys, kvbm_h
 int kvbm__map_add(kvbm__map *m, kvbm_hash k, uint32_t id);
 /* Removes the bucket holding id under key k; returns 1 if it was there. */
 int kvbm__map_del(kvbm__map *m, kvbm_hash k, uint32_t id);
+/* Grows now, if needed, so that `extra` more adds will not allocate. */
+int kvbm__map_reserve(kvbm__map *m, size_t extra);
 size_t kvbm__map_bytes(const kvbm__map *m);
 
 #endif

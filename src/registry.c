@@ -53,22 +53,7 @@ int kvbm__registry_reserve(kvbm_registry *r, size_t n) {
                         r->entries_cap + (n - spare), sizeof *r->entries);
     if (rc) return rc;
   }
-  /* the map grows before it is half full; make sure no add has to */
-  if (2 * (r->map.len + n) > r->map.mask + 1) {
-    size_t cap = r->map.mask + 1;
-    while (2 * (r->map.len + n) > cap) cap *= 2;
-    kvbm__map bigger;
-    int rc = kvbm__map_init(&bigger, &r->alloc, cap / 2);
-    if (rc) return rc;
-    for (size_t i = 0; i <= r->map.mask; i++) {
-      uint32_t id = r->map.buckets[i].id;
-      if (id != KVBM__MAP_NONE)
-        (void)kvbm__map_add(&bigger, r->entries[id].hash, id);
-    }
-    kvbm__map_free(&r->map);
-    r->map = bigger;
-  }
-  return 0;
+  return kvbm__map_reserve(&r->map, n); /* so that no add has to grow it */
 }
 
 uint32_t kvbm__registry_create(kvbm_registry *r, kvbm_hash h) {

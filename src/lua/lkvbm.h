@@ -60,10 +60,13 @@ void lkvbm_flush_removed(lua_State *L, RegistryBox *rb);
  * finalizer releases a block in the middle of an operation. end() also
  * drops attachments of registrations the call ended. */
 typedef struct {
-  int paused_gc;
+  int paused_gc, calls_lua;
 } CoreCall;
 void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc);
 void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc);
+/* The same for a core call on a registry alone (no manager policy). */
+void lkvbm_registry_begin(lua_State *L, RegistryBox *rb, int calls_lua, CoreCall *cc);
+void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc);
 
 /* Pushes a new guard of type mt for block b of the manager at index midx. */
 BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b);

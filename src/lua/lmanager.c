@@ -11,27 +11,34 @@ ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
   return mb;
 }
 
-void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
+void lkvbm_registry_begin(lua_State *L, RegistryBox *rb, int calls_lua, CoreCall *cc) {
   cc->paused_gc = 0;
+  cc->calls_lua = calls_lua;
   /* A handle release may have ended a registration since the last core
    * call; drop its attachments now, before this call can register the hash
    * again (a fresh registration must not see the old ones). */
-  lkvbm_flush_removed(L, mb->reg);
-  /* no Lua runs inside the core unless there is a Lua eviction policy or a
-   * Lua events policy (on new registrations) */
-  if (mb->policy_ref == LUA_NOREF && !mb->reg->lua_hooks) return;
+  lkvbm_flush_removed(L, rb);
+  if (!calls_lua) return;
   if (lua_gc(L, LUA_GCISRUNNING)) {
     lua_gc(L, LUA_GCSTOP);
     cc->paused_gc = 1;
   }
-  mb->reg->busy = 1;
+  rb->busy = 1;
 }
 
-void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) {
-  if (mb->policy_ref != LUA_NOREF || mb->reg->lua_hooks) mb->reg->busy = 0;
+void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc) {
+  if (cc->calls_lua) rb->busy = 0;
   if (cc->paused_gc) lua_gc(L, LUA_GCRESTART);
-  lkvbm_flush_removed(L, mb->reg);
+  lkvbm_flush_removed(L, rb);
 }
+
+/* No Lua runs inside the core unless there is a Lua eviction policy or a
+ * Lua events policy (on new registrations). */
+void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
+  lkvbm_registry_begin(L, mb->reg, mb->policy_ref != LUA_NOREF || mb->reg->lua_hooks, cc);
+}
+
+void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) { lkvbm_registry_end(L, mb->reg, cc); }
 
 /* Checks the manager at idx and that no policy code is running. */
 static ManagerBox *enter(lua_State *L, int idx) {

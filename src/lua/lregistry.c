@@ -205,7 +205,6 @@ static int registry_handle(lua_State *L) {
   RegistryBox *rb = lkvbm_checkregistry(L, 1);
   kvbm_hash h = lkvbm_checkhash(L, 2);
   lkvbm_enter(L, rb);
-  lkvbm_flush_removed(L, rb);
   HandleBox *hb = lua_newuserdatauv(L, sizeof *hb, 1);
   hb->rb = rb;
   hb->h = h;
@@ -213,13 +212,10 @@ static int registry_handle(lua_State *L) {
   luaL_setmetatable(L, LKVBM_HANDLE_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  /* a new registration may run a Lua events policy: no collector, no re-entry */
-  int paused = rb->lua_hooks && lua_gc(L, LUA_GCISRUNNING);
-  if (paused) lua_gc(L, LUA_GCSTOP);
-  rb->busy = rb->lua_hooks;
+  CoreCall cc; /* a new registration may run a Lua events policy */
+  lkvbm_registry_begin(L, rb, rb->lua_hooks, &cc);
   int rc = kvbm_registry_acquire(rb->r, h);
-  rb->busy = 0;
-  if (paused) lua_gc(L, LUA_GCRESTART);
+  lkvbm_registry_end(L, rb, &cc);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   hb->live = 1;
   return 1;
