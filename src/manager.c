@@ -397,8 +397,10 @@ int kvbm_register_all(kvbm_manager *m, const kvbm_block *cbs, size_t n, kvbm_blo
     else if ((rc = slot_of(m, cbs[i], BIT(KVBM_STATE_STAGED), &s)) == 0)
       m->state[s] = SEEN;
   }
-  for (size_t j = 0; j < i; j++)
-    if (m->state[(uint32_t)cbs[j]] == SEEN) m->state[(uint32_t)cbs[j]] = KVBM_STATE_STAGED;
+  /* undo the marks of the handles that passed: on error the last one looked
+   * at (i - 1) failed and may name a slot out of range (KVBM_NO_BLOCK) */
+  size_t marked = rc ? i - 1 : i;
+  for (size_t j = 0; j < marked; j++) m->state[(uint32_t)cbs[j]] = KVBM_STATE_STAGED;
   if (rc == 0) rc = kvbm__registry_reserve(m->reg, n);
   if (rc) return rc;
   for (i = 0; i < n; i++) ibs[i] = register_slot(m, (uint32_t)cbs[i]);

@@ -173,6 +173,15 @@ static void test_reject(void) {
   kvbm_block stale[2] = {cb[1], mb[0]};
   ok(kvbm_register_all(m, stale, 2, out) == KVBM_ESTALE && kvbm_block_state(m, cb[1]) == KVBM_STATE_STAGED,
      "a stale handle in a batch: nothing consumed");
+  /* out-of-range slots (KVBM_NO_BLOCK is what match_scattered gives a miss)
+   * are refused without touching the state array */
+  kvbm_block oob[3] = {cb[0], cb[1], KVBM_NO_BLOCK};
+  ok(kvbm_register_all(m, oob, 3, out) == KVBM_ESTALE && kvbm_block_state(m, cb[0]) == KVBM_STATE_STAGED &&
+         kvbm_block_state(m, cb[1]) == KVBM_STATE_STAGED,
+     "KVBM_NO_BLOCK in a batch: refused, nothing consumed");
+  ok(kvbm_register(m, KVBM_NO_BLOCK, out) == KVBM_ESTALE, "KVBM_NO_BLOCK alone: refused");
+  ok(kvbm_register(m, ((uint64_t)1 << 32) | 100, out) == KVBM_ESTALE, "a slot beyond the pool: refused");
+  ok(healthy(m), "store consistent after out-of-range handles");
   MUST(kvbm_release(m, cb[0]));
   MUST(kvbm_release(m, cb[1]));
   ok(healthy(m), "store consistent");
