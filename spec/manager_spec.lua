@@ -1655,3 +1655,42 @@ describe("manager metrics (§9)", function()
     assert.are.equal(15, families)
   end)
 end)
+
+describe("manager names", function()
+  it("gives unnamed managers distinct names pool0, pool1, ... (also on one registry)", function()
+    local shared = kvbm.registry {}
+    local a = assert(kvbm.manager { blocks = 1, registry = shared })
+    local b = assert(kvbm.manager { blocks = 1, registry = shared })
+    local c = assert(kvbm.manager { blocks = 1, registry = kvbm.registry {} })
+    local names = { a:name(), b:name(), c:name() }
+    for _, n in ipairs(names) do assert.matches("^pool%d+$", n) end
+    assert.are_not.equal(names[1], names[2])
+    assert.are_not.equal(names[1], names[3])
+    assert.are_not.equal(names[2], names[3])
+    -- numbered in creation order
+    local num = function(n) return tonumber(n:match("%d+")) end
+    assert.is_true(num(names[1]) < num(names[2]) and num(names[2]) < num(names[3]))
+    -- so their metrics never collide
+    local text = kvbm.prometheus { a, b, c }
+    for _, n in ipairs(names) do
+      assert.matches('kvbm_allocations_total{pool="' .. n .. '"} 0\n', text, 1, true)
+    end
+  end)
+
+  it("keeps a given name", function()
+    assert.are.equal("gpu", mgr(1, { name = "gpu" }):name())
+  end)
+
+  it("kvbm.prometheus refuses two pools with one name, naming them", function()
+    local m1 = mgr(1, { name = "G1" })
+    local m2 = mgr(1, { name = "G2" })
+    local m3 = mgr(1, { name = "G1" })
+    local ok, err = pcall(kvbm.prometheus, { m1, m2, m3 })
+    assert.is_false(ok)
+    assert.are.equal('kvbm.prometheus: managers #1 and #3 are both named "G1" (give each pool a distinct name)',
+      tostring(err):gsub("^.-: kvbm%.prometheus", "kvbm.prometheus"))
+    -- the same manager twice is the same pool twice: refused as well
+    assert.has_error(function() kvbm.prometheus { m1, m1 } end)
+    assert.is_string(kvbm.prometheus { m1, m2 })
+  end)
+end)

@@ -250,7 +250,7 @@ typedef struct kvbm_manager_config {
   uint32_t block_count;      /* > 0 */
   uint32_t block_size;       /* power of two in 1..1024; 0 means 16 */
   kvbm_registry *registry;   /* required */
-  const char *name;          /* metrics label, e.g. "G1"; NULL: "G<tier+1>" */
+  const char *name;          /* metrics label, e.g. "G1"; NULL: "pool0", "pool1", ... */
   kvbm_backend backend;
   uint8_t thresholds[3];     /* multi-LRU; all 0 means {3, 8, 15} */
   int reject_duplicates;     /* 0: Allow (G1), 1: Reject (G2, G3) */

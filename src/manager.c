@@ -5,6 +5,7 @@
  * Slots are parallel arrays indexed by block id. A handle carries the slot's
  * generation, bumped on every transition, so a handle names exactly one
  * state of one slot and goes stale when that state ends. */
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "backend.h"
@@ -37,6 +38,9 @@ struct kvbm_manager {
 };
 
 /* ------------------------------------------------------------ helpers */
+
+/* Numbers the managers created without a name ("pool0", "pool1", ...). */
+static atomic_uint unnamed_pools;
 
 static kvbm_block handle(const kvbm_manager *m, uint32_t s) {
   return ((uint64_t)m->gen[s] << 32) | s;
@@ -228,8 +232,8 @@ int kvbm_manager_new(const kvbm_manager_config *cfg, kvbm_manager **out) {
   m->reg = cfg->registry;
   if (cfg->name)
     snprintf(m->name, sizeof m->name, "%s", cfg->name);
-  else
-    snprintf(m->name, sizeof m->name, "G%u", m->tier + 1);
+  else /* distinct in the process, so that metrics of unnamed pools never collide */
+    snprintf(m->name, sizeof m->name, "pool%u", atomic_fetch_add(&unnamed_pools, 1u));
 
   size_t n = m->total;
   m->state = kvbm__realloc(&a, NULL, 0, n);

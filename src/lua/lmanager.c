@@ -480,6 +480,11 @@ static int prometheus(lua_State *L) {
     kvbm_manager_metrics(mb->m, &ms[i - 1]);
     names[i - 1] = kvbm_manager_name(mb->m);
     lua_pop(L, 1); /* the list keeps the manager (and its name) alive */
+    /* Prometheus rejects an exposition with two samples of one series */
+    for (lua_Integer j = 1; j < i; j++)
+      if (strcmp(names[j - 1], names[i - 1]) == 0)
+        return luaL_error(L, "kvbm.prometheus: managers #%I and #%I are both named \"%s\" "
+                          "(give each pool a distinct name)", j, i, names[i - 1]);
   }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
