@@ -45,8 +45,10 @@ static request *load(const char *path, size_t *count) {
 }
 
 static int backend_of(const char *name) {
-  static const char *const names[] = {"lineage", "lineage_fifo", "lru", "multi_lru", "hashmap"};
-  for (int i = 0; i < 5; i++)
+#define NAME(name, lua_name) lua_name,
+  static const char *const names[] = {KVBM_BACKEND_MAP(NAME)};
+#undef NAME
+  for (int i = 0; i < (int)(sizeof names / sizeof *names); i++)
     if (strcmp(name, names[i]) == 0) return i;
   return -1;
 }

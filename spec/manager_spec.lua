@@ -1694,3 +1694,38 @@ describe("manager names", function()
     assert.is_string(kvbm.prometheus { m1, m2 })
   end)
 end)
+
+describe("manager metrics printing and option checks", function()
+  it("prints m:metrics() one metric a line, every field, hit_rate last", function()
+    local m = mgr(4, { name = "G1" })
+    reg(m, iota(7)):release()
+    local s = m:metrics()
+    local text = tostring(s)
+    local lines = {}
+    for l in text:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal("kvbm.Metrics", lines[1])
+    local n = 0
+    for k, v in pairs(s) do
+      n = n + 1
+      assert.matches("\n  " .. k:gsub("_", "%%_") .. " +" .. tostring(v):gsub("%.", "%%.") .. "\n?", text)
+    end
+    assert.are.equal(n + 1, #lines)
+    assert.matches("^  hit_rate ", lines[#lines])
+    for i = 2, #lines do assert.is_true(#lines[i] < 60, lines[i]) end
+  end)
+
+  it("checks thresholds in the engine, with one message, whatever the backend", function()
+    for _, backend in ipairs { "lru", "multi_lru" } do
+      local m, err = kvbm.manager { blocks = 4, registry = kvbm.registry { frequency = "small" }, backend = backend,
+        thresholds = { 6, 2, 10 } }
+      assert.is_nil(m)
+      assert.are.equal("invalid_config", err.code)
+      assert.are.equal("Builder validation failed: Thresholds must be in ascending order: 6 < 2 < 10 failed",
+        err.message)
+    end
+    local _, err = kvbm.manager { blocks = 4, registry = kvbm.registry { frequency = "small" }, backend = "multi_lru",
+      thresholds = { 2, 6, 300 } }
+    assert.are.equal("Builder validation failed: hot_to_very_hot threshold (255) must be <= 15 (4-bit counter maximum)",
+      err.message)
+  end)
+end)

@@ -175,11 +175,20 @@ typedef struct kvbm_registry kvbm_registry;
 
 #define KVBM_MAX_TIERS 4
 
+/* XX(NAME, lua_name, log2_entries): one table gives the enum, the names Lua
+ * accepts for kvbm.registry{frequency=} and the tracker sizes (0: none).
+ * MEDIUM is the crate's default. */
+#define KVBM_FREQUENCY_MAP(XX) \
+  XX(NONE, "none", 0)          \
+  XX(SMALL, "small", 18)       \
+  XX(MEDIUM, "medium", 21)     \
+  XX(LARGE, "large", 24)
+
 typedef enum {
-  KVBM_FREQUENCY_NONE = 0,
-  KVBM_FREQUENCY_SMALL,  /* 2^18 entries */
-  KVBM_FREQUENCY_MEDIUM, /* 2^21 entries (the crate's default) */
-  KVBM_FREQUENCY_LARGE   /* 2^24 entries */
+#define KVBM__FREQUENCY_ENUM(name, lua_name, log2) KVBM_FREQUENCY_##name,
+  KVBM_FREQUENCY_MAP(KVBM__FREQUENCY_ENUM)
+#undef KVBM__FREQUENCY_ENUM
+  KVBM__FREQUENCY_END
 } kvbm_frequency;
 
 /* Hooks a host (the events manager, the Lua binding) sets on a registry:
@@ -225,13 +234,20 @@ typedef struct kvbm_weak {
   kvbm_block block;
 } kvbm_weak;
 
+/* XX(NAME, lua_name): the built-in eviction backends, in one table that gives
+ * the enum and the names Lua accepts for kvbm.manager{backend=}. */
+#define KVBM_BACKEND_MAP(XX)                                                   \
+  XX(LINEAGE, "lineage")           /* the default: leaves only, Tick order */ \
+  XX(LINEAGE_FIFO, "lineage_fifo") /* leaves only, insertion order */          \
+  XX(LRU, "lru")                                                               \
+  XX(MULTI_LRU, "multi_lru")       /* needs a registry with a frequency tracker */ \
+  XX(HASHMAP, "hashmap")
+
 typedef enum {
-  KVBM_BACKEND_LINEAGE = 0, /* default: leaves only, Tick order */
-  KVBM_BACKEND_LINEAGE_FIFO,
-  KVBM_BACKEND_LRU,
-  KVBM_BACKEND_MULTI_LRU, /* needs a registry with a frequency tracker */
-  KVBM_BACKEND_HASHMAP,
-  KVBM_BACKEND_POLICY /* victims chosen by a kvbm_policy (e.g. a Lua script) */
+#define KVBM__BACKEND_ENUM(name, lua_name) KVBM_BACKEND_##name,
+  KVBM_BACKEND_MAP(KVBM__BACKEND_ENUM)
+#undef KVBM__BACKEND_ENUM
+  KVBM_BACKEND_POLICY /* victims chosen by a kvbm_policy (e.g. a Lua script); no name */
 } kvbm_backend;
 
 /* A custom eviction policy: the manager keeps the index and correctness; the
@@ -342,15 +358,43 @@ KVBM_API size_t kvbm_scan(kvbm_manager *m, const kvbm_hash *hashes, size_t n, in
  * blocks are still held elsewhere afterwards (the drain happens anyway). */
 KVBM_API int kvbm_reset_inactive(kvbm_manager *m);
 
+/* XX(KIND, field, help): the metrics of a manager, in one table that gives the
+ * struct below, the Lua field names of m:metrics() and the Prometheus names
+ * of kvbm.prometheus (both KVBM_METRIC_NAME). Kinds:
+ *   COUNTER  uint64_t, "kvbm_<field>_total", a Prometheus counter;
+ *   GAUGE    int64_t,  "kvbm_<field>", a Prometheus gauge;
+ *   AUDIT    uint64_t, "<field>", in Lua only (not a kvbm-logical metric). */
+#define KVBM_METRICS_MAP(XX)                                                        \
+  XX(COUNTER, allocations, "Total number of blocks allocated")                    \
+  XX(COUNTER, allocations_from_reset, "Blocks allocated from the reset pool")     \
+  XX(COUNTER, evictions, "Blocks evicted from the inactive pool for allocation")  \
+  XX(COUNTER, registrations, "Blocks registered")                                 \
+  XX(COUNTER, duplicate_blocks, "Duplicate blocks created under the allow policy") \
+  XX(COUNTER, registration_dedup, "Registrations deduplicated under the reject policy") \
+  XX(COUNTER, stagings, "Mutable blocks staged")                                  \
+  XX(COUNTER, match_hashes_requested, "Hashes requested by match")                \
+  XX(COUNTER, match_blocks_returned, "Blocks returned by match")                  \
+  XX(COUNTER, scan_hashes_requested, "Hashes requested by scan")                  \
+  XX(COUNTER, scan_blocks_returned, "Blocks returned by scan")                    \
+  XX(GAUGE, inflight_mutable, "Mutable blocks currently held")                    \
+  XX(GAUGE, inflight_immutable, "Immutable block references currently held")      \
+  XX(GAUGE, reset_pool_size, "Blocks in the reset pool")                          \
+  XX(GAUGE, inactive_pool_size, "Blocks in the inactive pool")                    \
+  XX(AUDIT, policy_errors, "Custom policy calls that failed or needed the fallback order")
+
+#define KVBM__METRIC_TYPE_COUNTER uint64_t
+#define KVBM__METRIC_TYPE_GAUGE int64_t
+#define KVBM__METRIC_TYPE_AUDIT uint64_t
+#define KVBM__METRIC_NAME_COUNTER(field) "kvbm_" #field "_total"
+#define KVBM__METRIC_NAME_GAUGE(field) "kvbm_" #field
+#define KVBM__METRIC_NAME_AUDIT(field) #field
+/* The exported name of a metric, a string literal: KVBM_METRIC_NAME(COUNTER, evictions). */
+#define KVBM_METRIC_NAME(kind, field) KVBM__METRIC_NAME_##kind(field)
+
 typedef struct kvbm_metrics {
-  /* counters */
-  uint64_t allocations, allocations_from_reset, evictions, registrations, duplicate_blocks,
-      registration_dedup, stagings, match_hashes_requested, match_blocks_returned,
-      scan_hashes_requested, scan_blocks_returned;
-  /* gauges */
-  int64_t inflight_mutable, inflight_immutable, reset_pool_size, inactive_pool_size;
-  /* audit */
-  uint64_t policy_errors; /* custom policy: failed calls and answers that needed the fallback */
+#define KVBM__METRIC_FIELD(kind, field, help) KVBM__METRIC_TYPE_##kind field;
+  KVBM_METRICS_MAP(KVBM__METRIC_FIELD)
+#undef KVBM__METRIC_FIELD
 } kvbm_metrics;
 
 KVBM_API void kvbm_manager_metrics(const kvbm_manager *m, kvbm_metrics *out);

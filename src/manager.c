@@ -147,13 +147,13 @@ int kvbm_manager_config_check(const kvbm_manager_config *cfg, char *msg, size_t 
     snprintf(buf, sizeof buf, "Invalid backend configuration: unknown backend %d", (int)cfg->backend);
   else if (cfg->backend == KVBM_BACKEND_POLICY && (!cfg->policy || !cfg->policy->victims))
     snprintf(buf, sizeof buf, "Invalid backend configuration: a policy backend needs victims()");
-  else if (cfg->backend == KVBM_BACKEND_MULTI_LRU && (t[0] | t[1] | t[2])) {
+  else if (t[0] | t[1] | t[2]) { /* the checks and messages of the crate's thresholds setter */
     if (!(t[0] < t[1] && t[1] < t[2]))
-      snprintf(buf, sizeof buf, "Invalid thresholds [%u, %u, %u]: must be in ascending order",
+      snprintf(buf, sizeof buf, "Thresholds must be in ascending order: %u < %u < %u failed",
                t[0], t[1], t[2]);
     else if (t[2] > 15)
-      snprintf(buf, sizeof buf, "Invalid threshold %u: maximum frequency is 15 (4-bit counter)",
-               t[2]);
+      snprintf(buf, sizeof buf,
+               "hot_to_very_hot threshold (%u) must be <= 15 (4-bit counter maximum)", t[2]);
     else if (t[0] < 1)
       snprintf(buf, sizeof buf,
                "cold_to_warm threshold must be >= 1 to distinguish from zero-access blocks");

@@ -3,8 +3,10 @@
 #include "registry.h"
 
 int kvbm_registry_new(const kvbm_allocator *alloc, kvbm_frequency freq, kvbm_registry **out) {
-  static const size_t capacity[] = {0, KVBM_TINYLFU_SMALL, KVBM_TINYLFU_MEDIUM, KVBM_TINYLFU_LARGE};
-  if ((unsigned)freq > KVBM_FREQUENCY_LARGE) return KVBM_EINVAL;
+#define LOG2_ENTRIES(name, lua_name, log2) log2,
+  static const unsigned char log2_entries[] = {KVBM_FREQUENCY_MAP(LOG2_ENTRIES)};
+#undef LOG2_ENTRIES
+  if ((unsigned)freq >= KVBM__FREQUENCY_END) return KVBM_EINVAL;
   kvbm_allocator a = alloc ? *alloc : (kvbm_allocator){NULL, NULL};
   kvbm_registry *r = kvbm__realloc(&a, NULL, 0, sizeof *r);
   if (!r) return KVBM_ENOMEM;
@@ -14,7 +16,7 @@ int kvbm_registry_new(const kvbm_allocator *alloc, kvbm_frequency freq, kvbm_reg
   r->free_head = KVBM__NONE;
   int rc = kvbm__map_init(&r->map, &r->alloc, 64);
   if (rc == 0 && freq != KVBM_FREQUENCY_NONE)
-    rc = kvbm__tinylfu_new(&r->alloc, capacity[freq], 0, &r->tracker);
+    rc = kvbm__tinylfu_new(&r->alloc, (size_t)1 << log2_entries[freq], 0, &r->tracker);
   if (rc) {
     kvbm__map_free(&r->map);
     kvbm__free(&a, r, sizeof *r);

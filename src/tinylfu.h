@@ -29,10 +29,8 @@
 
 typedef struct kvbm__tinylfu kvbm__tinylfu;
 
-/* FrequencyTrackingCapacity presets, in entries (table words = entries / 4). */
-#define KVBM_TINYLFU_SMALL (1u << 18)
-#define KVBM_TINYLFU_MEDIUM (1u << 21) /* the default: 4 MiB of counters */
-#define KVBM_TINYLFU_LARGE (1u << 24)
+/* The FrequencyTrackingCapacity presets (entries; table words = entries / 4)
+ * are KVBM_FREQUENCY_MAP in kvbm.h. */
 
 /* Creates a zeroed sketch for capacity entries. sample_size is the decay
  * threshold (FixedDecayPolicy); 0 picks the default min(capacity * 10,

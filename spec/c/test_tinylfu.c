@@ -414,10 +414,15 @@ int main(void) {
   }
 
   /* --------------------------------------------------------- presets, memory */
-  ok(KVBM_TINYLFU_SMALL == 262144u && KVBM_TINYLFU_MEDIUM == 2097152u &&
-         KVBM_TINYLFU_LARGE == 16777216u,
-     "capacities: small 2^18, medium 2^21, large 2^24");
-  kvbm__tinylfu_new(NULL, KVBM_TINYLFU_MEDIUM, 0, &t);
+  {
+#define LOG2(name, lua_name, log2) log2,
+    static const unsigned log2_entries[] = {KVBM_FREQUENCY_MAP(LOG2)};
+#undef LOG2
+    ok(log2_entries[KVBM_FREQUENCY_NONE] == 0 && log2_entries[KVBM_FREQUENCY_SMALL] == 18 &&
+           log2_entries[KVBM_FREQUENCY_MEDIUM] == 21 && log2_entries[KVBM_FREQUENCY_LARGE] == 24,
+       "capacities: small 2^18, medium 2^21, large 2^24");
+  }
+  kvbm__tinylfu_new(NULL, 1u << 21, 0, &t);
   ok(kvbm__tinylfu_table_len(t) == 524288 && kvbm__tinylfu_sample_size(t) == 20971520,
      "medium: 524,288 words, decay every 20,971,520 increments");
   ok(kvbm__tinylfu_bytes(t) >= 4u << 20 && kvbm__tinylfu_bytes(t) < (4u << 20) + 4096,

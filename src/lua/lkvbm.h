@@ -17,6 +17,7 @@
 #define LKVBM_IMMUTABLE_MT "kvbm.ImmutableBlock"
 #define LKVBM_WEAK_MT "kvbm.WeakBlock"
 #define LKVBM_SET_MT "kvbm.BlockSet"
+#define LKVBM_METRICS_MT "kvbm.Metrics"
 #define LKVBM_NATS_SINK_MT "kvbm.NatsSink"
 #define LKVBM_NATS_SUB_MT "kvbm.NatsSubscription"
 

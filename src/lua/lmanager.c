@@ -49,7 +49,9 @@ static ManagerBox *enter(lua_State *L, int idx) {
 
 /* ------------------------------------------------------- construction */
 
-static const char *const backend_names[] = {"lineage", "lineage_fifo", "lru", "multi_lru", "hashmap", NULL};
+#define BACKEND_NAME(name, lua_name) lua_name,
+static const char *const backend_names[] = {KVBM_BACKEND_MAP(BACKEND_NAME) NULL};
+#undef BACKEND_NAME
 static const char *const duplicate_names[] = {"allow", "reject", NULL};
 
 static uint32_t optcount(lua_State *L, int t, const char *field, uint32_t dflt, int *given) {
@@ -106,25 +108,14 @@ static int manager_new(lua_State *L) {
     cfg.backend = (kvbm_backend)luaL_checkoption(L, -1, NULL, backend_names);
   }
   lua_getfield(L, 1, "thresholds");
-  if (!lua_isnil(L, -1)) {
+  if (!lua_isnil(L, -1)) { /* checked by kvbm_manager_config_check */
     luaL_checktype(L, -1, LUA_TTABLE);
-    lua_Integer t[3];
     for (int i = 0; i < 3; i++) {
       lua_rawgeti(L, -1, i + 1);
-      t[i] = luaL_checkinteger(L, -1);
+      lua_Integer t = luaL_checkinteger(L, -1);
+      cfg.thresholds[i] = (uint8_t)(t < 0 ? 0 : t > UINT8_MAX ? UINT8_MAX : t);
       lua_pop(L, 1);
     }
-    /* the checks and messages of the crate's custom-thresholds setter,
-     * which runs before build() validation */
-    if (!(t[0] < t[1] && t[1] < t[2]))
-      return config_error(L, lua_pushfstring(L, "Thresholds must be in ascending order: "
-                                             "%I < %I < %I failed", t[0], t[1], t[2]));
-    if (t[2] > 15)
-      return config_error(L, lua_pushfstring(L, "hot_to_very_hot threshold (%I) must be <= 15 "
-                                             "(4-bit counter maximum)", t[2]));
-    if (t[0] < 1)
-      return config_error(L, "cold_to_warm threshold must be >= 1 to distinguish from zero-access blocks");
-    for (int i = 0; i < 3; i++) cfg.thresholds[i] = (uint8_t)t[i]; /* 1..15 now */
   }
   lua_getfield(L, 1, "duplicates");
   cfg.reject_duplicates = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, duplicate_names);
@@ -422,44 +413,41 @@ static int manager_tostring(lua_State *L) {
 
 /* ------------------------------------------------------------ metrics */
 
-#define COUNTERS(XX)                                                                 \
-  XX(allocations, "Total number of blocks allocated")                               \
-  XX(allocations_from_reset, "Blocks allocated from the reset pool")                \
-  XX(evictions, "Blocks evicted from the inactive pool for allocation")             \
-  XX(registrations, "Blocks registered")                                            \
-  XX(duplicate_blocks, "Duplicate blocks created under the allow policy")           \
-  XX(registration_dedup, "Registrations deduplicated under the reject policy")      \
-  XX(stagings, "Mutable blocks staged")                                             \
-  XX(match_hashes_requested, "Hashes requested by match")                           \
-  XX(match_blocks_returned, "Blocks returned by match")                             \
-  XX(scan_hashes_requested, "Hashes requested by scan")                             \
-  XX(scan_blocks_returned, "Blocks returned by scan")
-#define GAUGES(XX)                                                                   \
-  XX(inflight_mutable, "Mutable blocks currently held")                             \
-  XX(inflight_immutable, "Immutable block references currently held")              \
-  XX(reset_pool_size, "Blocks in the reset pool")                                   \
-  XX(inactive_pool_size, "Blocks in the inactive pool")
-
 void lkvbm_pushmetrics(lua_State *L, const kvbm_manager *m) {
   kvbm_metrics x;
   kvbm_manager_metrics(m, &x);
   lua_createtable(L, 0, 20);
-#define SET(field, help)                    \
+#define SET(kind, field, help)              \
   lua_pushinteger(L, (lua_Integer)x.field); \
-  lua_setfield(L, -2, "kvbm_" #field);
-#define SET_TOTAL(field, help)              \
-  lua_pushinteger(L, (lua_Integer)x.field); \
-  lua_setfield(L, -2, "kvbm_" #field "_total");
-  COUNTERS(SET_TOTAL)
-  GAUGES(SET)
+  lua_setfield(L, -2, KVBM_METRIC_NAME(kind, field));
+  KVBM_METRICS_MAP(SET)
 #undef SET
-#undef SET_TOTAL
-  lua_pushinteger(L, (lua_Integer)x.policy_errors);
-  lua_setfield(L, -2, "policy_errors");
   lua_pushnumber(L, x.match_hashes_requested
                         ? (lua_Number)x.match_blocks_returned / (lua_Number)x.match_hashes_requested
                         : 0.0);
   lua_setfield(L, -2, "hit_rate");
+  luaL_setmetatable(L, LKVBM_METRICS_MT);
+}
+
+/* tostring(m:metrics()): one metric a line, in the order of KVBM_METRICS_MAP. */
+static int metrics_tostring(lua_State *L) {
+  static const char *const names[] = {
+#define NAME(kind, field, help) KVBM_METRIC_NAME(kind, field),
+      KVBM_METRICS_MAP(NAME)
+#undef NAME
+      "hit_rate"};
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "kvbm.Metrics");
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    char line[96];
+    lua_getfield(L, 1, names[i]);
+    snprintf(line, sizeof line, "\n  %-35s %s", names[i], luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+    luaL_addstring(&b, line);
+  }
+  luaL_pushresult(&b);
+  return 1;
 }
 
 static int manager_metrics(lua_State *L) {
@@ -489,23 +477,24 @@ static int prometheus(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   char line[256];
-#define FAMILY(field, help, suffix, kind)                                                    \
-  if (n > 0) {                                                                               \
-    snprintf(line, sizeof line, "# HELP kvbm_%s%s %s\n# TYPE kvbm_%s%s %s\n", #field, suffix, \
-             help, #field, suffix, kind);                                                    \
-    luaL_addstring(&b, line);                                                                \
-    for (lua_Integer i = 0; i < n; i++) {                                                    \
-      lua_pushfstring(L, "kvbm_%s%s{pool=\"%s\"} %I\n", #field, suffix, names[i],           \
-                      (lua_Integer)ms[i].field);                                             \
-      luaL_addvalue(&b);                                                                     \
+#define PROM_TYPE_COUNTER "counter"
+#define PROM_TYPE_GAUGE "gauge"
+#define PROM_TYPE_AUDIT NULL /* not a kvbm-logical metric: not exported */
+#define FAMILY(kind, field, help)                                                            \
+  {                                                                                          \
+    const char *type = PROM_TYPE_##kind;                                                     \
+    if (n > 0 && type) {                                                                     \
+      snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n",                           \
+               KVBM_METRIC_NAME(kind, field), help, KVBM_METRIC_NAME(kind, field), type);    \
+      luaL_addstring(&b, line);                                                              \
+      for (lua_Integer i = 0; i < n; i++) {                                                  \
+        lua_pushfstring(L, "%s{pool=\"%s\"} %I\n", KVBM_METRIC_NAME(kind, field), names[i], \
+                        (lua_Integer)ms[i].field);                                           \
+        luaL_addvalue(&b);                                                                   \
+      }                                                                                      \
     }                                                                                        \
   }
-#define COUNTER(field, help) FAMILY(field, help, "_total", "counter")
-#define GAUGE(field, help) FAMILY(field, help, "", "gauge")
-  COUNTERS(COUNTER)
-  GAUGES(GAUGE)
-#undef COUNTER
-#undef GAUGE
+  KVBM_METRICS_MAP(FAMILY)
 #undef FAMILY
   luaL_pushresult(&b);
   return 1;
@@ -557,7 +546,9 @@ void lkvbm_open_manager(lua_State *L) {
       {"close", manager_close},
       {NULL, NULL},
   };
+  static const luaL_Reg metrics_meta[] = {{"__tostring", metrics_tostring}, {NULL, NULL}};
   lkvbm_newclass(L, LKVBM_MANAGER_MT, meta, methods);
+  lkvbm_newclass(L, LKVBM_METRICS_MT, metrics_meta, NULL);
   lua_pushcfunction(L, manager_new);
   lua_setfield(L, -2, "manager");
   lua_pushcfunction(L, prometheus);

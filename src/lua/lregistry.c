@@ -72,7 +72,9 @@ void lkvbm_flush_removed(lua_State *L, RegistryBox *rb) {
   lua_pop(L, 1);
 }
 
-static const char *const frequency_names[] = {"none", "small", "medium", "large", NULL};
+#define FREQUENCY_NAME(name, lua_name, log2) lua_name,
+static const char *const frequency_names[] = {KVBM_FREQUENCY_MAP(FREQUENCY_NAME) NULL};
+#undef FREQUENCY_NAME
 
 static int registry_new(lua_State *L) {
   static const char *const known[] = {"frequency", "events", NULL};
