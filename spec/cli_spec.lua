@@ -25,6 +25,23 @@ describe("the kvbm program", function()
     assert.matches("Lua 5%.4", out)
   end)
 
+  it("--version prints what -v prints; -h and --help print the usage on stdout", function()
+    local v = kvbm("-v")
+    local out, status = kvbm("--version")
+    assert.are.equal(0, status)
+    assert.are.equal(v, out)
+    for _, opt in ipairs { "-h", "--help" } do
+      out, status = kvbm(opt)
+      assert.are.equal(0, status, opt)
+      assert.matches("^usage: kvbm %[options%] %[script %[args%]%]\n", out)
+      assert.matches("\n  %-h        show this help %(also %-%-help%)\n", out)
+      assert.not_matches("unrecognized", out)
+    end
+    out, status = kvbm("--helpme")
+    assert.are_not.equal(0, status)
+    assert.matches("unrecognized option '%-%-helpme'", out)
+  end)
+
   it("-e runs a statement with kvbm preloaded", function()
     local out, status = kvbm("-e " .. helpers.shell_quote(
       "print(kvbm.hash.tostring(kvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1)))"))
@@ -69,11 +86,62 @@ describe("the kvbm program", function()
 
   describe("REPL", function()
     -- script(1) gives the REPL a terminal, as a user would.
-    local function repl(input)
-      local cmd = "printf '%s' " .. helpers.shell_quote(input) .. " | TERM=dumb script -qec "
+    -- HOME is a fresh directory (the REPL keeps its history there), also the
+    -- working directory, so that file names are at hand for completion.
+    local function tmpdir()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. helpers.shell_quote(dir)))
+      return dir
+    end
+    local function repl(input, home)
+      home = home or tmpdir()
+      local cmd = "cd " .. helpers.shell_quote(home) .. " && printf '%s' " .. helpers.shell_quote(input)
+        .. " | HOME=" .. helpers.shell_quote(home) .. " TERM=dumb script -qec "
         .. helpers.shell_quote(helpers.shell_quote(kvbm_bin)) .. " /dev/null 2>&1"
       return helpers.run(cmd)
     end
+    local function slurp(path)
+      local f = io.open(path)
+      if not f then return nil end
+      local s = f:read("a")
+      f:close()
+      return s
+    end
+
+    it("completes Lua globals, fields and methods on Tab, never file names", function()
+      local home = tmpdir()
+      assert(io.open(home .. "/zzfile.txt", "w")):close()
+      local out = repl("ok1 = kvbm.hash.tostr\t == kvbm.hash.tostring\n"
+        .. "m = kvbm.manager{ blocks = 2, registry = kvbm.registry{} }\n"
+        .. "ok2 = m:avail\t() == 2\n"
+        .. "ok3 = type(pri\t) == 'function'\n"
+        .. "zzf\t = 5\n"
+        .. "print('R', ok1, ok2, ok3, zzf)\n", home)
+      assert.matches("R\ttrue\ttrue\ttrue\t5", out)
+    end)
+
+    it("keeps history in $HOME/.kvbm_history across sessions", function()
+      local home = tmpdir()
+      repl("x = 1\nprint('first' .. 'session')\n", home)
+      local hist = slurp(home .. "/.kvbm_history")
+      assert.is_not_nil(hist, "no history file in HOME")
+      assert.matches("print('first' .. 'session')", hist, 1, true)
+      -- the next session recalls the last line with Up (ESC [ A)
+      local out = repl("\27[A\n", home)
+      assert.matches("firstsession", out, 1, true)
+    end)
+
+    it("prints metrics one per line and a tiers object readably", function()
+      local out = repl("m = kvbm.manager{ blocks = 3, registry = kvbm.registry{}, name = 'gpu' }\n"
+        .. "m:metrics()\n"
+        .. "kvbm.tiers{ G1 = { blocks = 8 }, G2 = { blocks = 16 } }\n")
+      assert.matches("kvbm.Metrics\r?\n  kvbm_allocations_total +0\r?\n", out)
+      assert.matches("\n  kvbm_reset_pool_size +3\r?\n", out)
+      assert.matches("\n  hit_rate +0%.0\r?\n", out)
+      assert.matches("kvbm.Tiers %(block size 16, 0 pending plans%)\r?\n  G1 +kvbm.Manager G1 %(8 blocks", out)
+      assert.matches("\n  G2 +kvbm.Manager G2 %(16 blocks", out)
+    end)
 
     it("prints expressions, =expr and hashes in Display form", function()
       local out = repl("1+1\n=2*3\nkvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1)\n"

@@ -1,11 +1,14 @@
--- kvbm.repl: how the kvbm REPL shows values. Hashes (16-byte strings whose
--- mode bits are valid) print in Dynamo's Display form; tables print inline,
--- nested up to a small depth, with sequences first and keys sorted.
+-- kvbm.repl: how the kvbm REPL shows values and completes names. Hashes
+-- (16-byte strings whose mode bits are valid) print in Dynamo's Display form;
+-- tables print inline, nested up to a small depth, with sequences first and
+-- keys sorted; objects with a __tostring (metrics, tiers, managers) print
+-- through it. complete() gives readline the Lua names that fit a word.
 local kvbm = require "kvbm"
 
 local type, tostring, pairs, ipairs, select = type, tostring, pairs, ipairs, select
 local concat, sort, format = table.concat, table.sort, string.format
-local pcall, print, getmetatable = pcall, print, getmetatable
+local pcall, print, getmetatable, next = pcall, print, getmetatable, next
+local globals = _G
 local _ENV = nil
 
 local M = {}
@@ -65,6 +68,65 @@ function M.print(...)
   local out = {}
   for i = 1, select("#", ...) do out[i] = show((select(i, ...)), 0) end
   print(concat(out, "\t"))
+end
+
+-- ------------------------------------------------------------ completion
+
+local KEYWORDS = { "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
+  "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while" }
+
+-- v[k] without raising (a userdata or an __index function may refuse)
+local function index(v, k)
+  local ok, r = pcall(function() return v[k] end)
+  if ok then return r end
+end
+
+-- Adds the identifier keys of v, of its __index tables and of theirs.
+local function add_keys(v, out, seen)
+  for _ = 1, 8 do -- a bounded __index chain
+    if v == nil or seen[v] then return end
+    seen[v] = true
+    if type(v) == "table" then
+      for k in next, v do
+        if type(k) == "string" and k:match("^[%a_][%w_]*$") then out[k] = true end
+      end
+    end
+    local mt = getmetatable(v)
+    if type(mt) ~= "table" then return end
+    v = mt.__index
+    if type(v) ~= "table" then return end
+  end
+end
+
+--- Completions of a word: a global ("kvbm"), a field ("kvbm.hash.to") or a
+--- method ("m:me"); returns the whole words that fit, sorted. `env` (the
+--- globals by default) is where names are looked up.
+function M.complete(word, env)
+  env = env or globals
+  local prefix, sep, partial = word:match("^(.-)([.:]?)([%a_]?[%w_]*)$")
+  if not prefix then return {} end
+  local target = env
+  if sep ~= "" then
+    if not prefix:match("^[%a_][%w_]*$") and not prefix:match("^[%a_][%w_%.]*[%w_]$") then return {} end
+    for name in prefix:gmatch("[^.]+") do
+      if not name:match("^[%a_][%w_]*$") then return {} end
+      target = index(target, name)
+      if target == nil then return {} end
+    end
+  elseif prefix ~= "" then
+    return {}
+  end
+  local keys = {}
+  add_keys(target, keys, {})
+  if sep == "" then for _, k in ipairs(KEYWORDS) do keys[k] = true end end
+  local out = {}
+  for k in pairs(keys) do
+    if k:sub(1, #partial) == partial and (sep ~= ":" or type(index(target, k)) == "function") then
+      out[#out + 1] = prefix .. sep .. k
+    end
+  end
+  sort(out)
+  return out
 end
 
 return M

@@ -25,7 +25,7 @@
 local kvbm = require "kvbm"
 
 local setmetatable, ipairs, pairs, type, assert, error, tostring = setmetatable, ipairs, pairs, type, assert, error, tostring
-local format, remove = string.format, table.remove
+local format, remove, concat = string.format, table.remove, table.concat
 local _ENV = nil
 
 local ORDER = { "G1", "G2", "G3" }
@@ -394,6 +394,16 @@ function Tiers:report()
       available = self.managers[name]:available(), total = self.managers[name]:total() }
   end
   return out
+end
+
+-- How a planner prints (in the REPL too): its tiers, one a line.
+Tiers.__name = "kvbm.Tiers"
+function Tiers:__tostring()
+  local lines = { format("kvbm.Tiers (block size %d, %d pending plans)", self.block_size, #self:plans()) }
+  for _, name in ipairs(ORDER) do
+    if self:manager(name) then lines[#lines + 1] = format("  %-3s %s", name, tostring(self:manager(name))) end
+  end
+  return concat(lines, "\n")
 end
 
 setmetatable(M, { __call = function(_, opts) return M.new(opts) end })

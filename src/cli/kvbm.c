@@ -75,8 +75,15 @@
 #define INIT_VAR_VERSION \
     INIT_VAR "_" LUA_VERSION_MAJOR "_" LUA_VERSION_MINOR
 
-/* Registry key of the REPL result printer taken from kvbm.repl. */
+/* Registry keys of the REPL result printer and completer taken from
+ * kvbm.repl, and of the completions of the word readline asks about. */
 #define REPL_PRINT_KEY "kvbm_repl_print"
+#define REPL_COMPLETE_KEY "kvbm_repl_complete"
+#define REPL_MATCHES_KEY "kvbm_repl_matches"
+
+/* History file, in $HOME; lines kept. */
+#define HISTORY_FILE ".kvbm_history"
+#define HISTORY_LINES 1000
 
 /* Error messages are prefixed with this; NULL inside the REPL, like lua.c. */
 static const char *progname = KVBM_NAME;
@@ -238,6 +245,28 @@ static void print_version(lua_State *L)
     lua_settop(L, top);
 }
 
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "usage: %s [options] [script [args]]\n"
+            "       %s sim [TRACE] [sim options]   (%s sim --help lists them)\n"
+            "With no script, an interactive REPL with the kvbm module loaded.\n"
+            "Available options are:\n"
+            "  -e stat   execute string 'stat'\n"
+            "  -i        enter interactive mode after executing 'script'\n"
+            "  -l mod    require library 'mod' into global 'mod'\n"
+            "  -l g=mod  require library 'mod' into global 'g'\n"
+            "  -v        show version information (also --version)\n"
+            "  -E        ignore environment variables\n"
+            "  -W        turn warnings on\n"
+            "  -h        show this help (also --help)\n"
+            "  --        stop handling options\n"
+            "  -         stop handling options and execute stdin\n"
+            "Manual pages: kvbm(1), kvbm-sim(1).\n",
+            KVBM_NAME, KVBM_NAME, KVBM_NAME);
+    fflush(out);
+}
+
 static void print_usage(const char *badoption)
 {
     if (badoption[1] == 'e' || badoption[1] == 'l')
@@ -245,21 +274,7 @@ static void print_usage(const char *badoption)
     else
         fprintf(stderr, "%s: unrecognized option '%s'\n", KVBM_NAME,
                 badoption);
-    fprintf(stderr,
-            "usage: %s [options] [script [args]]\n"
-            "       %s sim [args]\n"
-            "Available options are:\n"
-            "  -e stat   execute string 'stat'\n"
-            "  -i        enter interactive mode after executing 'script'\n"
-            "  -l mod    require library 'mod' into global 'mod'\n"
-            "  -l g=mod  require library 'mod' into global 'g'\n"
-            "  -v        show version information\n"
-            "  -E        ignore environment variables\n"
-            "  -W        turn warnings on\n"
-            "  --        stop handling options\n"
-            "  -         stop handling options and execute stdin\n",
-            KVBM_NAME, KVBM_NAME);
-    fflush(stderr);
+    print_help(stderr);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -364,7 +379,8 @@ enum {
     HAS_I = 2,     /* -i */
     HAS_V = 4,     /* -v */
     HAS_E = 8,     /* -e */
-    HAS_NOENV = 16 /* -E */
+    HAS_NOENV = 16, /* -E */
+    HAS_HELP = 32   /* -h, --help */
 };
 
 /* Scan the options. Sets *first to the index of the script (0 if none),
@@ -386,11 +402,19 @@ static int collectargs(char **argv, int *first)
         switch (opt[1]) {
         case '\0': /* "-": script is stdin */
             return args;
-        case '-': /* "--" */
+        case '-': /* "--", "--help", "--version" */
+            if (strcmp(opt, "--help") == 0)
+                return HAS_HELP;
+            if (strcmp(opt, "--version") == 0) {
+                args |= HAS_V;
+                break;
+            }
             if (opt[2] != '\0')
                 return HAS_ERROR;
             *first = argv[i + 1] != NULL ? i + 1 : 0;
             return args;
+        case 'h':
+            return opt[2] != '\0' ? HAS_ERROR : HAS_HELP;
         case 'E':
             if (opt[2] != '\0')
                 return HAS_ERROR;
@@ -551,12 +575,21 @@ static void load_repl_printer(lua_State *L)
 
     lua_pushnil(L);
     lua_setfield(L, LUA_REGISTRYINDEX, REPL_PRINT_KEY);
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, REPL_COMPLETE_KEY);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "kvbm.repl");
     if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
-        if (lua_istable(L, -1) &&
-            lua_getfield(L, -1, "print") == LUA_TFUNCTION)
-            lua_setfield(L, LUA_REGISTRYINDEX, REPL_PRINT_KEY);
+        if (lua_istable(L, -1)) {
+            if (lua_getfield(L, -1, "print") == LUA_TFUNCTION)
+                lua_setfield(L, LUA_REGISTRYINDEX, REPL_PRINT_KEY);
+            else
+                lua_pop(L, 1);
+            if (lua_getfield(L, -1, "complete") == LUA_TFUNCTION)
+                lua_setfield(L, LUA_REGISTRYINDEX, REPL_COMPLETE_KEY);
+            else
+                lua_pop(L, 1);
+        }
     } else {
         /* A missing module is expected; a broken one is worth saying. */
         const char *msg = lua_tostring(L, -1);
@@ -622,10 +655,83 @@ static int pushline(lua_State *L, int firstline)
     return 1;
 }
 
+/* $HOME/.kvbm_history, or NULL without a HOME. */
+static const char *history_path(void)
+{
+    static char path[PATH_MAX];
+    const char *home = getenv("HOME");
+
+    if (home == NULL || home[0] == '\0' ||
+        (size_t)snprintf(path, sizeof path, "%s/" HISTORY_FILE, home) >= sizeof path)
+        return NULL;
+    return path;
+}
+
 static void save_line(const char *line)
 {
-    if (line[0] != '\0')
-        add_history(line);
+    const char *path = history_path();
+
+    if (line[0] == '\0')
+        return;
+    add_history(line);
+    /* appended at once, so that a killed session keeps its lines too */
+    if (path != NULL && append_history(1, path) != 0)
+        write_history(path); /* the file did not exist */
+}
+
+/* ---------------------------------------------------------------------- */
+/* Completion of Lua names (kvbm.repl.complete), never of file names */
+
+static lua_State *completionL = NULL;
+
+/* readline's generator: the state-th match of the list complete() left. */
+static char *next_match(const char *text, int state)
+{
+    lua_State *L = completionL;
+    int top = lua_gettop(L); /* the prompt readline shows is on the stack */
+    char *match = NULL;
+
+    (void)text;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, REPL_MATCHES_KEY) == LUA_TTABLE &&
+        lua_rawgeti(L, -1, state + 1) == LUA_TSTRING)
+        match = strdup(lua_tostring(L, -1));
+    lua_settop(L, top);
+    return match;
+}
+
+static int call_complete(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, REPL_COMPLETE_KEY);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    if (!lua_istable(L, -1))
+        return 0;
+    lua_setfield(L, LUA_REGISTRYINDEX, REPL_MATCHES_KEY);
+    return 0;
+}
+
+static char **complete(const char *text, int start, int end)
+{
+    lua_State *L = completionL;
+    int top = lua_gettop(L);
+
+    (void)start, (void)end;
+    rl_attempted_completion_over = 1; /* no file names when nothing fits */
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, REPL_MATCHES_KEY);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, REPL_COMPLETE_KEY) != LUA_TFUNCTION) {
+        lua_settop(L, top);
+        return NULL;
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, call_complete);
+    lua_pushstring(L, text);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) { /* a broken completer completes nothing */
+        lua_settop(L, top);
+        return NULL;
+    }
+    lua_settop(L, top);
+    return rl_completion_matches(text, next_match);
 }
 
 /* Syntax error at <eof>: the chunk may continue on the next line. */
@@ -704,6 +810,15 @@ static void doREPL(lua_State *L)
     progname = NULL; /* no program name on errors inside the REPL */
     rl_readline_name = KVBM_NAME;
     load_repl_printer(L);
+    completionL = L;
+    rl_attempted_completion_function = complete;
+    /* "kvbm.hash.to" and "m:me" are one word: no break at '.' or ':' */
+    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]";
+    rl_completion_append_character = '\0';
+    if (history_path() != NULL) {
+        read_history(history_path());
+        history_truncate_file(history_path(), HISTORY_LINES);
+    }
     while ((status = loadline(L)) != -1) {
         if (status == LUA_OK)
             status = docall(L, 0, LUA_MULTRET);
@@ -734,6 +849,11 @@ static int pmain(lua_State *L)
     if (args == HAS_ERROR) {
         print_usage(argv[script]);
         return 0;
+    }
+    if (args == HAS_HELP) {
+        print_help(stdout);
+        lua_pushboolean(L, 1);
+        return 1;
     }
     open_state(L, args & HAS_NOENV);
     createargtable(L, argv, argc, script);
