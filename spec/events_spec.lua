@@ -272,10 +272,29 @@ describe("kvbm.publisher #loop", function()
 
   it("rejects bad configuration", function()
     local ev, loop = kvbm.events(), kvbm.loop()
-    assert.error_matches(function() kvbm.publisher{ events = ev, loop = loop, sink = print } end, "instance_id is required")
-    assert.error_matches(function() kvbm.publisher{ events = ev, instance_id = 1, sink = print } end, "loop is required")
+    -- a value the publisher refuses is data (doc/errors.md): nil, invalid_config, one message per option
+    local refused = {
+      { { events = ev, loop = loop, sink = print }, "kvbm.publisher: instance_id is required" },
+      { { events = ev, instance_id = 1, sink = print }, "kvbm.publisher: loop is required (kvbm.loop())" },
+      { { events = ev, loop = loop, instance_id = 1, sink = print, window = 0 },
+        "kvbm.publisher: window must be positive (seconds)" },
+      { { events = ev, loop = loop, instance_id = 1, sink = print, window = 0 / 0 },
+        "kvbm.publisher: window must be positive (seconds)" },
+      { { events = ev, loop = loop, instance_id = 1, sink = print, max_batch = 0 },
+        "kvbm.publisher: max_batch must be in 1..2^20" },
+      { { events = ev, loop = loop, instance_id = 1, sink = print, capacity = -1 },
+        "kvbm.publisher: capacity must be positive" },
+    }
+    for _, c in ipairs(refused) do
+      local pub, err = kvbm.publisher(c[1])
+      assert.is_nil(pub)
+      assert.are.equal("invalid_config", err.code)
+      assert.are.equal(c[2], err.message)
+      assert.are.equal("invalid_config: " .. c[2], tostring(err))
+    end
+    -- wrong types are misuse: they raise
     assert.error_matches(function() kvbm.publisher{ events = ev, loop = loop, instance_id = 1, sink = 42 } end, "sink must be")
-    assert.error_matches(function() kvbm.publisher{ events = ev, loop = loop, instance_id = 1, sink = print, window = 0 } end, "window")
+    assert.has_error(function() kvbm.publisher{ events = ev, loop = loop, instance_id = 1, sink = print, window = "x" } end)
     assert.error_matches(function() kvbm.publisher{ events = ev, loop = loop, instance_id = "short", sink = print } end, "instance_id")
     local none, err = kvbm.sink.file("/nonexistent/dir/x")
     assert.is_nil(none)

@@ -150,20 +150,37 @@ describe("kvbm.hash vectors (layout B)", function()
 end)
 
 describe("kvbm.hash bad input", function()
-  it("rejects positions at or beyond 2^24 with a clear error", function()
-    assert.has_error(function() H.new(1, 2, 1 << 24) end)
-    assert.error_matches(function() H.new(1, 2, 1 << 24) end, "exceeds maximum supported value")
-    assert.error_matches(function() H.new(1, nil, -1) end, "exceeds maximum supported value")
+  it("returns nil, position_limit for positions at or beyond 2^24 (a limit the data reaches)", function()
+    local h, err = H.new(1, 2, 1 << 24)
+    assert.is_nil(h)
+    assert.are.equal("position_limit", err.code)
+    assert.are.equal(1 << 24, err.position)
+    assert.matches("exceeds maximum supported value", tostring(err))
     local top = H.new(1, 2, H.MAX_POSITION)
-    assert.error_matches(function() H.extend(top, 5) end, "16777215")
+    h, err = H.extend(top, 5)
+    assert.is_nil(h)
+    assert.are.equal("position_limit", err.code)
+    assert.are.equal(1 << 24, err.position)
+    assert.matches("16,777,215", err.message)
+    -- a negative position is misuse: it raises
+    assert.error_matches(function() H.new(1, nil, -1) end, "position must be non%-negative")
+  end)
+
+  it("from_hex returns nil, invalid_hash for text that is not a hash", function()
+    for text, msg in pairs { xyz = "expected 32 hex digits", [string.rep("f", 32)] = "mode bits 11",
+        [string.rep("g", 32)] = "expected 32 hex digits" } do
+      local h, err = H.from_hex(text)
+      assert.is_nil(h)
+      assert.are.equal("invalid_hash", err.code)
+      assert.matches(msg, err.message, 1, true)
+    end
+    assert.has_error(function() H.from_hex(42 > 0) end) -- not a string: misuse
   end)
 
   it("rejects strings that are not 16-byte hashes", function()
     assert.error_matches(function() H.position("short") end, "16%-byte")
     assert.error_matches(function() H.tostring(string.rep("\255", 16)) end, "mode bits 11")
     assert.error_matches(function() H.current(42) end, "16%-byte")
-    assert.error_matches(function() H.from_hex("xyz") end, "hex")
-    assert.error_matches(function() H.from_hex(string.rep("f", 32)) end, "mode bits 11")
     assert.error_matches(function() H.new("a", nil, 0) end, "number expected")
   end)
 

@@ -23,6 +23,8 @@
 -- nothing is lost. Ids are only unique per manager: keep one manager's
 -- blocks in one LogicalBlockAssignments.
 
+local kvbm = require "kvbm"
+
 local error, getmetatable, setmetatable, select, type =
   error, getmetatable, setmetatable, select, type
 local mtype = math.type
@@ -34,17 +36,10 @@ local M = {}
 
 -- ------------------------------------------------------------- errors
 
--- The error objects of the pure-Lua layer: err.code, err.message, the
--- detail fields, and a readable tostring like the engine's own errors.
-local Error = { __name = "kvbm.Error" }
-Error.__tostring = function(e) return e.code .. ": " .. e.message end
-
---- Builds an error table; request.lua and scheduled.lua share it.
-function M._error(code, message, fields)
-  local e = fields or {}
-  e.code, e.message = code, message
-  return setmetatable(e, Error)
-end
+-- The error objects of the pure-Lua layer are the engine's own kvbm.Error
+-- (doc/errors.md): err.code, err.message, the detail fields, tostring.
+-- request.lua and scheduled.lua share it.
+M._error = kvbm.new_error
 
 -- ------------------------------------------------------------- checks
 

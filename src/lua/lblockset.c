@@ -38,7 +38,7 @@ static SetBox *newset(lua_State *L, int midx, int kind, size_t n) {
   lua_pushvalue(L, midx);
   lua_setiuservalue(L, -2, 1);
   if (kvbm__grow(sb->alloc, (void **)&sb->b, &sb->cap, n ? n : 1, sizeof *sb->b))
-    luaL_error(L, "not enough memory");
+    return NULL; /* the caller returns nil, no_memory */
   return sb;
 }
 
@@ -76,6 +76,7 @@ static int m_allocate_set(lua_State *L) {
   luaL_argcheck(L, n >= 0, 2, "block count must be non-negative");
   if ((lua_Unsigned)n > kvbm_manager_available(mb->m)) goto nospace;
   SetBox *sb = newset(L, 1, SET_MUTABLE, (size_t)n);
+  if (!sb) return lkvbm_pusherror(L, KVBM_ENOMEM);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_allocate(mb->m, (size_t)n, sb->b, NULL);
@@ -98,6 +99,7 @@ static int m_match_set(lua_State *L) {
   size_t n;
   const kvbm_hash *hs = hashes_from(L, 2, &n);
   SetBox *sb = newset(L, 1, SET_IMMUTABLE, n);
+  if (!sb) return lkvbm_pusherror(L, KVBM_ENOMEM);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   sb->n = kvbm_match(mb->m, hs, n, sb->b);
@@ -124,6 +126,7 @@ static int m_register_set(lua_State *L) {
     if (!kvbm_hash_valid(hs[first + i])) luaL_error(L, "malformed sequence hash");
   }
   SetBox *out = newset(L, 1, SET_IMMUTABLE, in->n);
+  if (!out) return lkvbm_pusherror(L, KVBM_ENOMEM); /* nothing staged yet */
   kvbm_block *staged = lua_newuserdatauv(L, (in->n ? in->n : 1) * sizeof *staged, 0);
   for (size_t i = 0; i < in->n; i++) /* cannot fail: checked above */
     if (kvbm_stage(mb->m, in->b[i], hs[first + i], kvbm_manager_block_size(mb->m), &staged[i]) < 0)
@@ -199,7 +202,7 @@ static int set_append(lua_State *L) {
   luaL_argcheck(L, set_owner(L, 2) == mb && other->kind == sb->kind && other != sb, 2,
                 "a different set of the same kind and manager");
   if (kvbm__grow(sb->alloc, (void **)&sb->b, &sb->cap, sb->n + other->n, sizeof *sb->b))
-    return luaL_error(L, "not enough memory");
+    return lkvbm_pusherror(L, KVBM_ENOMEM); /* both sets as they were */
   memcpy(sb->b + sb->n, other->b, other->n * sizeof *sb->b);
   sb->n += other->n;
   other->n = 0;

@@ -380,6 +380,16 @@ static kvbm_instance_id checkinstance(lua_State *L, int idx) {
   return id;
 }
 
+/* A value the publisher refuses (doc/errors.md: a configuration is data):
+ * nil, err with err.code "invalid_config", like kvbm.manager's. The
+ * publisher box made so far is collected as a closed one. */
+static int config_error(lua_State *L, const char *msg) {
+  lkvbm_pusherror(L, KVBM_ECONFIG);
+  lua_pushfstring(L, "kvbm.publisher: %s", msg);
+  lua_setfield(L, -2, "message");
+  return 2;
+}
+
 static int publisher_new(lua_State *L) {
   static const char *const known[] = {"events", "loop", "instance_id", "window", "max_batch",
                                       "subject", "sink", "capacity", NULL};
@@ -397,22 +407,22 @@ static int publisher_new(lua_State *L) {
   cfg.events = lkvbm_events_of(L, -1, &lua_policy_unused);
   lua_setiuservalue(L, pidx, 1);
   lua_getfield(L, 1, "loop");
-  if (lua_isnil(L, -1)) return luaL_error(L, "kvbm.publisher: loop is required (kvbm.loop())");
+  if (lua_isnil(L, -1)) return config_error(L, "loop is required (kvbm.loop())");
   cfg.loop = checkloop(L, -1);
   lua_setiuservalue(L, pidx, 2);
   lua_getfield(L, 1, "instance_id");
-  if (lua_isnil(L, -1)) return luaL_error(L, "kvbm.publisher: instance_id is required");
+  if (lua_isnil(L, -1)) return config_error(L, "instance_id is required");
   cfg.instance_id = checkinstance(L, -1);
   lua_getfield(L, 1, "window");
   cfg.window = luaL_optnumber(L, -1, 0.010);
-  luaL_argcheck(L, cfg.window > 0, 1, "window must be positive (seconds)");
+  if (!(cfg.window > 0)) return config_error(L, "window must be positive (seconds)");
   lua_getfield(L, 1, "max_batch");
   lua_Integer max = luaL_optinteger(L, -1, 1024);
-  luaL_argcheck(L, max > 0 && max <= (1 << 20), 1, "max_batch must be in 1..2^20");
+  if (!(max > 0 && max <= (1 << 20))) return config_error(L, "max_batch must be in 1..2^20");
   cfg.max_batch = (size_t)max;
   lua_getfield(L, 1, "capacity");
   lua_Integer cap = luaL_optinteger(L, -1, 65536);
-  luaL_argcheck(L, cap > 0, 1, "capacity must be positive");
+  if (!(cap > 0)) return config_error(L, "capacity must be positive");
   cfg.capacity = (size_t)cap;
   lua_getfield(L, 1, "subject");
   cfg.subject = luaL_optstring(L, -1, "kvbm.events");

@@ -18,6 +18,7 @@ void lkvbm_pushhash(lua_State *L, kvbm_hash h) {
   lua_pushlstring(L, (const char *)b, sizeof b);
 }
 
+/* A position argument of a query (no hash is made): out of range is misuse. */
 static uint64_t checkposition(lua_State *L, int idx) {
   lua_Integer pos = luaL_checkinteger(L, idx);
   if (pos < 0 || pos > (lua_Integer)KVBM_MAX_POSITION)
@@ -25,13 +26,23 @@ static uint64_t checkposition(lua_State *L, int idx) {
   return (uint64_t)pos;
 }
 
+/* A position beyond 2^24 - 1 is a limit the data reaches (doc/errors.md):
+ * nil, err with err.code "position_limit" and err.position. */
+static int position_limit(lua_State *L, lua_Integer pos) {
+  lkvbm_pusherror(L, KVBM_EPOSITION_LIMIT);
+  lua_pushinteger(L, pos);
+  lua_setfield(L, -2, "position");
+  return 2;
+}
+
 static int hash_new(lua_State *L) {
   uint64_t current = lkvbm_checku64(L, 1);
   int has_parent = !lua_isnoneornil(L, 2);
   uint64_t parent = has_parent ? lkvbm_checku64(L, 2) : 0;
-  uint64_t pos = checkposition(L, 3);
+  lua_Integer pos = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, pos >= 0, 3, "position must be non-negative");
   kvbm_hash h;
-  (void)kvbm_hash_new(current, has_parent, parent, pos, &h); /* position checked */
+  if (kvbm_hash_new(current, has_parent, parent, (uint64_t)pos, &h) < 0) return position_limit(L, pos);
   lkvbm_pushhash(L, h);
   return 1;
 }
@@ -40,8 +51,7 @@ static int hash_extend(lua_State *L) {
   kvbm_hash parent = lkvbm_checkhash(L, 1), child;
   uint64_t bh = lkvbm_checku64(L, 2);
   if (kvbm_hash_extend(parent, bh, &child) < 0)
-    return luaL_error(L, "cannot extend a hash at position %d: %s",
-                      (int)kvbm_hash_position(parent), kvbm_strerror(KVBM_EPOSITION_LIMIT));
+    return position_limit(L, (lua_Integer)kvbm_hash_position(parent) + 1);
   lkvbm_pushhash(L, child);
   return 1;
 }
@@ -101,15 +111,22 @@ static int hash_from_hex(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   unsigned char b[16];
+  /* parsing text: bad input is an expected failure, nil + invalid_hash */
+  int ok = 1;
   if (len == 34 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s += 2, len -= 2;
-  luaL_argcheck(L, len == 32, 1, "expected 32 hex digits");
-  for (int i = 0; i < 16; i++) {
+  ok = len == 32;
+  for (int i = 0; ok && i < 16; i++) {
     int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-    luaL_argcheck(L, hi >= 0 && lo >= 0, 1, "expected 32 hex digits");
+    ok = hi >= 0 && lo >= 0;
     b[i] = (unsigned char)(hi << 4 | lo);
   }
+  if (!ok || !kvbm_hash_valid(kvbm_hash_from_bytes(b))) {
+    lkvbm_pusherror(L, KVBM_EBAD_HASH);
+    lua_pushstring(L, ok ? "malformed sequence hash (mode bits 11)" : "expected 32 hex digits (optionally after 0x)");
+    lua_setfield(L, -2, "message");
+    return 2;
+  }
   lua_pushlstring(L, (const char *)b, sizeof b);
-  lkvbm_checkhash(L, -1); /* rejects mode 11 */
   return 1;
 }
 

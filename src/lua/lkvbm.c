@@ -73,6 +73,27 @@ int lkvbm_pusherror(lua_State *L, int rc) {
   return 2;
 }
 
+/* kvbm.new_error(code, message [, fields]) -> the one kvbm.Error type, for
+ * the pure-Lua modules' expected failures; fields (a table) becomes the
+ * error, so its detail fields stay. */
+static int new_error(lua_State *L) {
+  luaL_checkstring(L, 1);
+  luaL_checkstring(L, 2);
+  if (lua_isnoneornil(L, 3)) {
+    lua_settop(L, 2);
+    lua_createtable(L, 0, 2);
+  } else {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    luaL_argcheck(L, lua_getmetatable(L, 3) == 0, 3, "a plain table of detail fields");
+  }
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 3, "code");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, 3, "message");
+  luaL_setmetatable(L, LKVBM_ERROR_MT);
+  return 1;
+}
+
 /* ------------------------------------------------------------ helpers */
 
 uint64_t lkvbm_checku64(lua_State *L, int idx) { return (uint64_t)luaL_checkinteger(L, idx); }
@@ -195,6 +216,8 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lua_newtable(L);
   lua_pushliteral(L, "kvbm " KVBM_VERSION_STRING);
   lua_setfield(L, -2, "_VERSION");
+  lua_pushcfunction(L, new_error);
+  lua_setfield(L, -2, "new_error");
   lkvbm_open_hash(L);
   lua_setfield(L, -2, "hash");
   lkvbm_open_sequence(L);
