@@ -359,3 +359,71 @@ print(msgpack.packb(["Shutdown", iid], use_bin_type=True).hex())
     end)
   end)
 end)
+
+describe("doc/wire.md", function()
+  local function read(path)
+    local f = assert(io.open(path, "rb"))
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+  local doc = read(helpers.srcdir() .. "/doc/wire.md")
+  local h1, h2 = kvbm.hash.new(0x1111, nil, 0), kvbm.hash.new(0x2222, 0x1111, 1)
+  local example = wire.encode { kind = "create", hashes = { h1, h2 }, instance_id = 7 }
+
+  it("shows the bytes the encoder writes for its worked example", function()
+    local block = assert(doc:match("```hex\n(.-)```"), "no hex block")
+    local bytes = {}
+    for line in block:gmatch("[^\n]+") do
+      bytes[#bytes + 1] = line:match("^([%x ]-)%s%s+%S") or line -- the hex before the comment
+    end
+    assert.are.equal(hex(example), table.concat(bytes):gsub("%s", ""))
+    assert.matches("these " .. #example .. " bytes", doc, 1, true)
+    assert.matches(kvbm.hash.hex(h1), doc, 1, true)
+    assert.matches(kvbm.hash.hex(h2), doc, 1, true)
+    assert.matches("shutdown from the same publisher is "
+      .. #wire.encode { kind = "shutdown", instance_id = 7 } .. " bytes", doc, 1, true)
+  end)
+
+  it("has a Python decoder that reads the example and real batches", function()
+    local python = os.getenv("KVBM_PYTHON")
+    if not python or python == "" or python == "no" then
+      pending("SKIP: python3 not found (KVBM_PYTHON): the decoder of doc/wire.md is not run")
+      return
+    end
+    local code = assert(doc:match("```python\n(.-)```"), "no python block")
+    local script, data = os.tmpname(), os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(code)
+    f:close()
+    local function run(bytes)
+      local g = assert(io.open(data, "wb"))
+      g:write(bytes)
+      g:close()
+      return helpers.run(helpers.shell_quote(python) .. " " .. helpers.shell_quote(script) .. " "
+        .. helpers.shell_quote(data) .. " 2>&1")
+    end
+    local out, status = run(example)
+    assert.are.equal(0, status, out)
+    assert.are.equal("Create 7\n0 " .. kvbm.hash.hex(h1) .. "\n1 " .. kvbm.hash.hex(h2) .. "\n", out)
+    -- a remove of 20 hashes (array16) at large positions, a 128-bit instance id, a shutdown
+    local hs, want = {}, {}
+    for i = 1, 20 do hs[i] = kvbm.hash.new(i, i + 1, 70000 + i) end
+    local id = string.rep("\1", 16)
+    local id_int = "1334440654591915542993625911497130241" -- 0x0101...01
+    out, status = run(wire.encode { kind = "remove", hashes = hs, instance_id = id })
+    assert.are.equal(0, status, out)
+    want[1] = "Remove " .. id_int
+    for i = 1, 20 do want[#want + 1] = (70000 + i) .. " " .. kvbm.hash.hex(hs[i]) end
+    assert.are.equal(table.concat(want, "\n") .. "\n", out)
+    out, status = run(wire.encode { kind = "shutdown", instance_id = id })
+    assert.are.equal(0, status, out)
+    assert.are.equal("Shutdown " .. id_int .. "\n", out)
+    -- and it refuses a truncated message
+    out, status = run(example:sub(1, 30))
+    assert.are_not.equal(0, status)
+    assert.matches("truncated", out)
+    os.remove(script)
+    os.remove(data)
+  end)
+end)
