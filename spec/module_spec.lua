@@ -56,3 +56,81 @@ describe("one error type (doc/errors.md)", function()
     assert.has_error(function() kvbm.new_error(1) end)
   end)
 end)
+
+describe("doc/lua-api.md", function()
+  local f = assert(io.open(helpers.srcdir() .. "/doc/lua-api.md"))
+  local doc = f:read("a")
+  f:close()
+  local sections, current = {}, nil
+  for line in (doc .. "\n"):gmatch("([^\n]*)\n") do
+    local h = line:match("^## (.+)$")
+    if h then current = h; sections[h] = "" elseif current then sections[current] = sections[current] .. line .. "\n" end
+  end
+  local function names_in(heading)
+    local set = {}
+    for n in heading:gmatch("[^, ]+") do set[n] = true end
+    return set
+  end
+  local function section_of(name, after) -- after: what may follow the name in `...`
+    for h, body in pairs(sections) do if names_in(h)[name] then return body end end
+    local called = "`" .. name:gsub("%p", "%%%0") .. (after or "[%.%({]") -- `kvbm.logical(`, `kvbm.tiers{`
+    for _, body in pairs(sections) do if body:find(called) then return body end end
+  end
+
+  local function public(k) return type(k) == "string" and not k:match("^_") and not k:match("^__") end
+
+  it("documents every module function", function()
+    for _, n in ipairs { "logical", "request", "scheduled", "tiers", "replay", "repl", "sim" } do local _ = kvbm[n] end
+    local missing = {}
+    local function walk(t, path, depth)
+      for k, v in pairs(t) do
+        if type(k) == "string" and (public(k) or k == "_debug") then
+          local full = path .. "." .. k
+          if type(v) == "function" then
+            local body = section_of(path) or doc
+            if not (body:find(full, 1, true) or body:find("%." .. k .. "%(") or body:find("%." .. k .. "`")) then
+              missing[#missing + 1] = full
+            end
+          elseif type(v) == "table" and depth < 2 and getmetatable(v) ~= "kvbm.Error" then
+            walk(v, full, depth + 1)
+          end
+        end
+      end
+    end
+    walk(kvbm, "kvbm", 0)
+    table.sort(missing)
+    assert.are.same({}, missing)
+  end)
+
+  it("documents every method of every object", function()
+    local objects = {}
+    for name, mt in pairs(debug.getregistry()) do
+      if type(name) == "string" and name:match("^kvbm%.") and type(mt) == "table" and type(mt.__index) == "table" then
+        objects[name] = mt.__index
+      end
+    end
+    local m = assert(kvbm.manager { blocks = 8, block_size = 4, registry = kvbm.registry {} })
+    objects["kvbm.LogicalBlockAssignments"] = getmetatable(kvbm.logical()).__index
+    objects["kvbm.RequestSequence"] = getmetatable(kvbm.request.new({ 1, 2, 3, 4, 5 }, 8, 4)).__index
+    objects["kvbm.SchedulableSequence"] = getmetatable(kvbm.scheduled.new({ 1, 2, 3, 4, 5 }, 8, 4)).__index
+    local t = kvbm.tiers { G1 = { blocks = 8 } }
+    objects["kvbm.Tiers"] = getmetatable(t).__index
+    local r = assert(t:admit { 1, 2, 3, 4 })
+    local tiers_request = getmetatable(r).__index
+    m:close()
+    local missing = {}
+    local function check(class, methods, where)
+      local body = section_of(where or class, "`") -- a class named in the text: `kvbm.FileSink`
+      for k, v in pairs(methods) do
+        if public(k) and type(v) == "function" and not (body and body:find(":" .. k .. "[%({]")) then
+          missing[#missing + 1] = class .. ":" .. k
+        end
+      end
+    end
+    for class, methods in pairs(objects) do check(class, methods) end
+    check("tiers request", tiers_request, "kvbm.Tiers")
+    table.sort(missing)
+    assert.are.same({}, missing)
+    assert.is_true(next(objects) ~= nil)
+  end)
+end)
