@@ -42,6 +42,24 @@ describe("the kvbm program", function()
     assert.matches("unrecognized option '%-%-helpme'", out)
   end)
 
+  it("has man pages that document every option of kvbm and kvbm sim", function()
+    local function read(path)
+      local f = assert(io.open(helpers.srcdir() .. "/" .. path))
+      local t = f:read("a")
+      f:close()
+      return t
+    end
+    for page, usage in pairs { ["man/kvbm.1.in"] = kvbm("--help"), ["man/kvbm-sim.1.in"] = kvbm("sim --help") } do
+      local roff = read(page)
+      local n = 0
+      for opt in usage:gmatch("\n%s+(%-[%w%-]+)") do
+        n = n + 1
+        assert.is_truthy(roff:find(opt:gsub("%-", "\\-"), 1, true), page .. " does not document " .. opt)
+      end
+      assert.is_true(n >= 8, "options found in the usage of " .. page)
+    end
+  end)
+
   it("-e runs a statement with kvbm preloaded", function()
     local out, status = kvbm("-e " .. helpers.shell_quote(
       "print(kvbm.hash.tostring(kvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1)))"))
@@ -178,5 +196,38 @@ describe("the kvbm program", function()
       assert.matches("oops", out)
       assert.matches("still here", out)
     end)
+  end)
+end)
+
+describe("the README", function()
+  local f = assert(io.open(helpers.srcdir() .. "/README.md"))
+  local readme = f:read("a")
+  f:close()
+
+  it("links every document, and each link is in the repository", function()
+    local linked = {}
+    for target in readme:gmatch("%]%(([^)]+)%)") do
+      linked[target] = true
+      local g = io.open(helpers.srcdir() .. "/" .. target)
+      assert.is_not_nil(g, "README links " .. target .. ", which is not in the repository")
+      g:close()
+    end
+    local p = io.popen("ls " .. helpers.shell_quote(helpers.srcdir() .. "/doc"))
+    for name in p:lines() do
+      if name:match("%.md$") then assert.is_true(linked["doc/" .. name], "README does not link doc/" .. name) end
+    end
+    p:close()
+  end)
+
+  it("names no file outside the repository", function()
+    for path in readme:gmatch("`([%w_%./%-]+%.%w+)`") do
+      if path:match("/") and not path:match("^%$") and not path:match("^%./%.libs") then
+        local g = io.open(helpers.srcdir() .. "/" .. path)
+        assert.is_not_nil(g, "README names " .. path .. ", which is not in the repository")
+        if g then g:close() end
+      end
+    end
+    assert.is_nil(readme:find("DESIGN.md", 1, true))
+    assert.is_nil(readme:find("../shared", 1, true))
   end)
 end)
