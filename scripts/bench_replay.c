@@ -1,4 +1,4 @@
-/* bench_replay.c - the trace replay of DESIGN.md through the C API:
+/* bench_replay.c - the trace replay (lua/kvbm/replay.lua's workload) through the C API:
  *   bench_replay TRACE BLOCK_COUNT WINDOW BACKEND
  * For each request, in file order: (e) release the oldest request of the
  * window when W requests hold blocks; (a) hash the full blocks (block size

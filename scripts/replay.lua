@@ -1,4 +1,4 @@
--- replay.lua - the trace replay of DESIGN.md driven from Lua:
+-- replay.lua - the trace replay (lua/kvbm/replay.lua) driven from Lua:
 --   kvbm scripts/replay.lua TRACE BLOCK_COUNT WINDOW BACKEND [sets|blocks]
 -- "sets" moves each request's blocks as kvbm.BlockSets (one Lua object per
 -- request); "blocks" uses one guard per block (m:match, m:allocate,

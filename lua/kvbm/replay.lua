@@ -1,4 +1,4 @@
--- kvbm.replay: the trace replay workload of DESIGN.md, from Lua.
+-- kvbm.replay: the trace replay workload (window W, file order, prompts only), from Lua.
 --
 -- A trace is text, one request per line: "<id> <salt> <n_tokens> <tok>...".
 -- replay.load(path) reads it (tokens packed as u32 strings, ready for

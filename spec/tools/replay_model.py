@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent model of the trace replay of DESIGN.md with the LRU
+"""An independent model of the trace replay of lua/kvbm/replay.lua with the LRU
 backend, for spec/replay_spec.lua. It shares no code with kvbm: blocks are
 identified by their whole token prefix (not by hashes), and the pool is a
 few dicts and an OrderedDict.
