@@ -118,7 +118,7 @@ static int hash_from_hex(lua_State *L) {
   for (int i = 0; ok && i < 16; i++) {
     int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
     ok = hi >= 0 && lo >= 0;
-    b[i] = (unsigned char)(hi << 4 | lo);
+    if (ok) b[i] = (unsigned char)(hi << 4 | lo);
   }
   if (!ok || !kvbm_hash_valid(kvbm_hash_from_bytes(b))) {
     lkvbm_pusherror(L, KVBM_EBAD_HASH);
