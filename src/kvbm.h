@@ -437,17 +437,30 @@ KVBM_API KVBM_NODISCARD int kvbm_sink_file_new(const char *path, kvbm_sink *out)
 struct ev_loop;
 typedef struct kvbm_publisher kvbm_publisher;
 
+#define KVBM_PUBLISHER_DEFAULT_WINDOW 0.010 /* seconds */
+#define KVBM_PUBLISHER_MAX_WINDOW 3600.0
+#define KVBM_PUBLISHER_DEFAULT_BATCH 1024
+#define KVBM_PUBLISHER_MAX_BATCH ((size_t)1 << 20)
+#define KVBM_PUBLISHER_DEFAULT_CAPACITY 65536
+#define KVBM_PUBLISHER_MAX_CAPACITY ((size_t)1 << 24)
+#define KVBM_PUBLISHER_SUBJECT_MAX 128 /* bytes, with the NUL */
+
 typedef struct kvbm_publisher_config {
   kvbm_events *events;          /* required */
   struct ev_loop *loop;         /* required */
   kvbm_sink sink;               /* required; not owned */
   kvbm_instance_id instance_id;
-  double window;                /* seconds; 0 means 0.010 */
-  size_t max_batch;             /* 0 means 1024 */
-  size_t capacity;              /* subscription ring; 0 means 65536 */
-  const char *subject;          /* NULL means "kvbm.events" */
+  double window;                /* seconds, in (0, 3600]; 0 means 0.010 */
+  size_t max_batch;             /* 1..2^20; 0 means 1024 */
+  size_t capacity;              /* subscription ring, 1..2^24; 0 means 65536 */
+  const char *subject;          /* a NATS subject (no spaces, no wildcards,
+                                   < 128 bytes); NULL means "kvbm.events" */
   const kvbm_allocator *alloc;
 } kvbm_publisher_config;
+
+/* NULL when cfg is valid, else what is wrong with it, naming the option
+ * ("window must be ..."); kvbm_publisher_new fails with KVBM_EINVAL then. */
+KVBM_API const char *kvbm_publisher_config_error(const kvbm_publisher_config *cfg);
 
 typedef struct kvbm_publisher_stats {
   uint64_t batches, events, errors, lost; /* lost: dropped by a full subscription */
@@ -457,7 +470,13 @@ typedef struct kvbm_publisher_stats {
 KVBM_API KVBM_NODISCARD int kvbm_publisher_new(const kvbm_publisher_config *cfg,
                                                kvbm_publisher **out);
 /* Flushes the batch, publishes Shutdown, flushes the sink and stops the
- * watchers. Returns 0 or the first error. Idempotent. */
+ * watchers. Returns 0 or the first error. Idempotent.
+ *
+ * A sink may call flush, close and free on its own publisher: the batch
+ * and data it was given are then no longer valid, a close from the sink
+ * while close runs returns 0 and lets the outer close finish, and free
+ * from the sink closes at once and frees when the publisher's call that
+ * ran the sink returns. */
 KVBM_API int kvbm_publisher_close(kvbm_publisher *p);
 KVBM_API void kvbm_publisher_free(kvbm_publisher *p); /* closes first */
 /* Publishes what is batched now (the window's flush, early). */
