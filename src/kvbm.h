@@ -485,13 +485,24 @@ KVBM_API void kvbm_publisher_get_stats(const kvbm_publisher *p, kvbm_publisher_s
 
 /* A NATS sink on libnats: reconnects are left to the client library, which
  * buffers while disconnected. Connection failure: KVBM_ESINK with a
- * message in err. */
-KVBM_API KVBM_NODISCARD int kvbm_sink_nats_new(const char *url, kvbm_sink *out, char *err,
-                                               size_t errlen);
-/* Counters of a NATS sink (from kvbm_sink_nats_new): disconnects seen,
- * reconnects done, publish/flush failures, and the last error message. */
+ * message in err. alloc (NULL: the C library's) holds the sink's state;
+ * libnats allocates its own with malloc. */
+KVBM_API KVBM_NODISCARD int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url,
+                                               kvbm_sink *out, char *err, size_t errlen);
+/* Counters of a NATS sink (from kvbm_sink_nats_new). Core NATS delivers at
+ * most once: the sink cannot see what a server or a subscriber missed, only
+ * what follows. */
 typedef struct kvbm_nats_stats {
-  uint64_t disconnects, reconnects, errors;
+  uint64_t disconnects, reconnects; /* seen by libnats' callbacks */
+  uint64_t errors;                  /* publish/flush failures, async errors */
+  uint64_t published;               /* messages libnats accepted */
+  uint64_t dropped;                 /* messages libnats refused (buffer full): lost */
+  uint64_t published_while_down;    /* accepted while disconnected: sent after the
+                                       reconnect; a subscriber down too misses them */
+  uint64_t unsent;                  /* accepted while down, not sent yet: lost
+                                       if the sink closes before the reconnect */
+  uint64_t buffered_bytes;          /* connected: not written to the socket yet */
+  int connected;                    /* 1 while connected */
   char last_error[128];
 } kvbm_nats_stats;
 KVBM_API void kvbm_sink_nats_stats(const kvbm_sink *s, kvbm_nats_stats *out);
