@@ -7,6 +7,14 @@
  *                               window = 0.010, max_batch = 1024, subject = "kvbm.events" }
  *   pub:close() --> true | nil, err   (flush, Shutdown, sink flush)
  *
+ *   Options are checked by kvbm_publisher_config_error (window in (0, 3600]
+ *   seconds, max_batch 1..2^20, capacity 1..2^24, subject a NATS subject);
+ *   a bad one raises "kvbm.publisher: <option> must be ... (got <value>)".
+ *
+ *   The sink may call pub:flush() and pub:close() and may drop the last
+ *   reference to pub and collect: the publisher stays alive until its sink
+ *   call returns, then closes (Shutdown) when it is collected.
+ *
  * A Lua function policy runs inside registrations: the binding brackets
  * those calls like a Lua eviction policy (no collector, no re-entry). A
  * Lua function sink runs from the loop's callbacks and from close(); each
