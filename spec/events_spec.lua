@@ -241,6 +241,129 @@ describe("kvbm.publisher #loop", function()
     a:release(); b:release()
   end)
 
+  -- a publisher whose sink does `inner(pub)` on its first call, with two
+  -- creates pending; returns the sink's calls and the publisher
+  local function reentering(inner)
+    local ev, loop = kvbm.events(), kvbm.loop()
+    local m = setup_mgr(ev, 8)
+    local calls, pub = {}, nil
+    pub = kvbm.publisher{ events = ev, loop = loop, instance_id = 7, window = 0.001,
+      sink = function(b)
+        calls[#calls + 1] = b.kind
+        if #calls == 1 then
+          if inner == "drop" then -- the last reference goes, then a full collection
+            pub = nil
+            collectgarbage(); collectgarbage()
+          else
+            inner(pub)
+          end
+        end
+      end }
+    local ibs = register(m, { seqhash(0), seqhash(1) })
+    for _, ib in ipairs(ibs) do ib:release() end
+    loop:run() -- the timer publishes the batch: the sink re-enters
+    return calls, pub, m, loop
+  end
+
+  it("a sink may close its own publisher while the loop publishes", function()
+    local inner_ok
+    local calls, pub, m, loop = reentering(function(p) inner_ok = p:close() end)
+    assert.is_true(inner_ok)
+    assert.are.same({ "create", "shutdown" }, calls)
+    assert.is_true(pub:close(), "close again: idempotent")
+    assert.are.equal("closed", select(2, pub:flush()).code)
+    assert(m:reset_inactive()) -- removes after close are not published
+    loop:run()
+    assert.are.same({ "create", "shutdown" }, calls)
+    assert.truthy(kvbm._debug.check(m))
+  end)
+
+  it("a sink may drop and collect its own publisher while the loop publishes", function()
+    local calls, pub, m = reentering("drop")
+    assert.is_nil(pub)
+    assert.are.same({ "create" }, calls, "the publisher outlived its sink call")
+    collectgarbage(); collectgarbage() -- now it goes, and closes on its way
+    assert.are.same({ "create", "shutdown" }, calls)
+    assert.truthy(kvbm._debug.check(m))
+  end)
+
+  it("a sink may flush its own publisher while the loop publishes", function()
+    local inner_ok
+    local calls, pub = reentering(function(p) inner_ok = p:flush() end)
+    assert.is_true(inner_ok)
+    assert.are.same({ "create" }, calls)
+    assert(pub:close())
+    assert.are.same({ "create", "shutdown" }, calls)
+  end)
+
+  it("refuses a window, max_batch, capacity or subject out of range, naming it", function()
+    local ev, loop = kvbm.events(), kvbm.loop()
+    local function config(extra)
+      local t = { events = ev, loop = loop, instance_id = 1, sink = function() end }
+      for k, v in pairs(extra) do t[k] = v end
+      return t
+    end
+    local cases = {
+      { { window = math.huge }, "window must be a number of seconds in %(0, 3600%] %(got inf%)" },
+      { { window = 1e300 }, "window must be .* %(got 1e%+300%)" },
+      { { window = 0 / 0 }, "window must be .* %(got %-?nan%)" },
+      { { window = -1 }, "window must be .* %(got %-1%)" },
+      { { window = 0 }, "window must be .* %(got 0%)" },
+      { { window = 3601 }, "window must be .* %(got 3601%)" },
+      { { window = "0.1" }, "window must be .* %(got 0.1%)" },
+      { { max_batch = 0 }, "max_batch must be an integer in 1..1048576 %(got 0%)" },
+      { { max_batch = -1 }, "max_batch must be .* %(got %-1%)" },
+      { { max_batch = 1.5 }, "max_batch must be .* %(got 1.5%)" },
+      { { max_batch = (1 << 20) + 1 }, "max_batch must be .* %(got 1048577%)" },
+      { { max_batch = 2^53 }, "max_batch must be .*" },
+      { { capacity = 0 }, "capacity must be an integer in 1..16777216 %(got 0%)" },
+      { { capacity = math.huge }, "capacity must be .* %(got inf%)" },
+      { { subject = "" }, "subject must be 1..127 characters" },
+      { { subject = "kvbm events" }, "subject must be .* %(got kvbm events%)" },
+      { { subject = "kvbm.*" }, "subject must be" },
+      { { subject = string.rep("s", 128) }, "subject must be" },
+      { { subject = 42 }, "subject must be .* %(got 42%)" },
+      { { instance_id = -1 }, "instance_id must be an integer in 0..2^63%-1 or a 16%-byte string %(got %-1%)" },
+      { { instance_id = 1.5 }, "instance_id must be .* %(got 1.5%)" },
+      { { loop = false }, "loop is required %(got false%)" },
+      { { events = {} }, "events is required %(got table" },
+      { { sink = false }, "sink must be a function, kvbm.sink.file%(...%) or kvbm.sink.nats{...} %(got false%)" },
+    }
+    helpers.assert_no_leaks(function()
+      for _, c in ipairs(cases) do
+        -- doc/errors.md: a refused value is nil, err; a wrong type raises
+        local ok, pub, err = pcall(kvbm.publisher, config(c[1]))
+        if ok then
+          assert.is_nil(pub, c[2])
+          assert.are.equal("invalid_config", err.code)
+          err = err.message
+        else
+          err = pub
+        end
+        assert.matches("^kvbm.publisher: " .. c[2], err)
+        assert.not_matches("levents", err)
+        assert.not_matches("bad argument", err)
+      end
+    end)
+    -- the limits themselves are accepted
+    local pub = kvbm.publisher(config{ window = 3600, max_batch = 1 << 20, capacity = 1,
+      subject = string.rep("s", 127) })
+    assert(pub:close())
+  end)
+
+  it("a window of math.huge no longer makes loop:run() hang: it is refused", function()
+    local ev, loop = kvbm.events(), kvbm.loop()
+    local pub, err = kvbm.publisher{ events = ev, loop = loop, instance_id = 1, window = math.huge, sink = function() end }
+    assert.is_nil(pub)
+    assert.are.equal("invalid_config", err.code)
+    local m = setup_mgr(ev, 4)
+    local ib = register(m, { seqhash(0) })[1]
+    local t0 = loop:now()
+    loop:run() -- nothing is left that could keep it running
+    assert.is_true(loop:now() - t0 < 1)
+    ib:release()
+  end)
+
   it("#25 #26 a file sink writes length-prefixed messages kvbm.wire reads back", function()
     local path = os.tmpname()
     os.remove(path)
@@ -275,15 +398,12 @@ describe("kvbm.publisher #loop", function()
     -- a value the publisher refuses is data (doc/errors.md): nil, invalid_config, one message per option
     local refused = {
       { { events = ev, loop = loop, sink = print }, "kvbm.publisher: instance_id is required" },
-      { { events = ev, instance_id = 1, sink = print }, "kvbm.publisher: loop is required (kvbm.loop())" },
       { { events = ev, loop = loop, instance_id = 1, sink = print, window = 0 },
-        "kvbm.publisher: window must be positive (seconds)" },
-      { { events = ev, loop = loop, instance_id = 1, sink = print, window = 0 / 0 },
-        "kvbm.publisher: window must be positive (seconds)" },
+        "kvbm.publisher: window must be a number of seconds in (0, 3600] (got 0)" },
       { { events = ev, loop = loop, instance_id = 1, sink = print, max_batch = 0 },
-        "kvbm.publisher: max_batch must be in 1..2^20" },
+        "kvbm.publisher: max_batch must be an integer in 1..1048576 (got 0)" },
       { { events = ev, loop = loop, instance_id = 1, sink = print, capacity = -1 },
-        "kvbm.publisher: capacity must be positive" },
+        "kvbm.publisher: capacity must be an integer in 1..16777216 (got -1)" },
     }
     for _, c in ipairs(refused) do
       local pub, err = kvbm.publisher(c[1])

@@ -206,6 +206,112 @@ describe("kvbm.sink.nats / kvbm.sub.nats", function()
     sub:close()
   end)
 
+  it("counts an outage: the disconnect, the reconnect, what was sent while down and so may be lost", function()
+    local own = nats_server.start() -- a server of its own: this test stops it
+    finally(function() own:stop() end)
+    local subject = "kvbm.test.outage"
+    local sub = assert(kvbm.sub.nats{ url = own.url, subject = subject })
+    local sink = assert(kvbm.sink.nats{ url = own.url })
+    local ev, loop = kvbm.events(), kvbm.loop()
+    local pub = kvbm.publisher{ events = ev, loop = loop, instance_id = 9, window = 0.001, subject = subject,
+      sink = sink }
+    local m = kvbm.manager{ blocks = 32, block_size = 4, registry = kvbm.registry{ events = ev }, backend = "lru" }
+    local held, sent = {}, 0
+    local function publish(n) -- n batches of one create each
+      for _ = 1, n do
+        local b = assert(m:allocate(1))[1]
+        held[#held + 1] = m:register_all{ assert(b:stage(seqhash(sent))) }[1]
+        sent = sent + 1
+        loop:run()
+      end
+    end
+    local received = {}
+    local function receive(timeout)
+      while true do
+        local raw = sub:raw(timeout)
+        if not raw then return end
+        local b = kvbm.wire.decode(raw) -- nil for the probes below
+        if b then for _, h in ipairs(b.hashes) do received[#received + 1] = h end end
+      end
+    end
+
+    publish(5)
+    assert(sink:flush())
+    own:stop()
+    assert.truthy(wait_for(function() return sink:stats().disconnects == 1 end, 3), "disconnect seen")
+    publish(7)
+    local down = sink:stats()
+    assert.is_false(down.connected)
+    assert.are.equal(12, down.published)
+    assert.are.equal(7, down.published_while_down)
+    assert.are.equal(7, down.unsent, "held in the reconnect buffer")
+    assert.are.equal(0, down.dropped)
+
+    own:start() -- same port
+    assert.truthy(wait_for(function() return sink:stats().reconnects == 1 end, 5), "reconnected")
+    local back = sink:stats()
+    assert.is_true(back.connected)
+    assert.are.equal(0, back.unsent, "the buffer went out after the reconnect")
+    -- the subscriber reconnects on its own schedule: probe until it hears again
+    assert.truthy(wait_for(function()
+      assert(sink:publish(subject, "probe"))
+      sink:flush()
+      local got = sub:raw(0.05)
+      while got and got ~= "probe" do
+        local b = kvbm.wire.decode(got)
+        if b then for _, h in ipairs(b.hashes) do received[#received + 1] = h end end
+        got = sub:raw(0.05)
+      end
+      return got == "probe"
+    end, 5), "the subscriber reconnected")
+    receive(0.1)
+    local before_after = #received
+    publish(3)
+    assert(sink:flush())
+    receive(0.5)
+
+    local st = sink:stats()
+    assert.are.equal(1, st.disconnects)
+    assert.are.equal(1, st.reconnects)
+    assert.are.equal(7, st.published_while_down)
+    assert.are.equal(0, st.dropped)
+    assert.are.equal(3, #received - before_after, "everything after both reconnected arrived")
+    local missing = sent - #received
+    assert.is_true(missing >= 0 and missing <= st.published_while_down,
+      ("%d of %d hashes missing, %d were sent while down"):format(missing, sent, st.published_while_down))
+    -- the publisher alone cannot tell: to it every batch went out
+    local ps = pub:stats()
+    assert.are.equal(sent, ps.events)
+    assert.are.equal(0, ps.errors)
+    assert.are.equal(0, ps.lost)
+    for _, ib in ipairs(held) do ib:release() end
+    assert(pub:close())
+    sink:close()
+    sub:close()
+  end)
+
+  it("counts what a full reconnect buffer drops and what a close while down loses", function()
+    local own = nats_server.start()
+    finally(function() own:stop() end)
+    local sink = assert(kvbm.sink.nats{ url = own.url })
+    own:stop()
+    assert.truthy(wait_for(function() return sink:stats().disconnects == 1 end, 3), "disconnect seen")
+    local big, accepted, refused = string.rep("x", 1000000), 0, 0 -- the buffer holds 8 MiB
+    for _ = 1, 12 do
+      local ok, err = sink:publish("kvbm.test.full", big)
+      if ok then accepted = accepted + 1 else refused = refused + 1; assert.are.equal("sink_error", err.code) end
+    end
+    assert.is_true(refused > 0 and accepted > 0, accepted .. " accepted, " .. refused .. " refused")
+    local st = sink:stats()
+    assert.are.equal(refused, st.dropped)
+    assert.are.equal(accepted, st.unsent)
+    assert.are.equal(accepted, st.published_while_down)
+    sink:close() -- still down: the buffered messages are lost
+    local final = sink:stats()
+    assert.is_true(final.closed)
+    assert.are.equal(accepted, final.unsent, "the counters at close say what was lost")
+  end)
+
   it("connection refused: nil, err with code sink_error, no crash", function()
     -- a port nobody listens on: where a server just stopped
     local gone = nats_server.start()
@@ -266,6 +372,7 @@ describe("kvbm.sink.nats / kvbm.sub.nats", function()
     assert.are.equal(0, status, out)
     local published = tonumber(out:match("events: (%d+) published"))
     assert.is_true(published > 0, out)
+    assert.matches("nats: 0 disconnects, 0 reconnects; %d+ messages, 0 sent while disconnected", out)
     local creates, removes, seen, shutdown = 0, 0, 0, false
     while not shutdown do
       local b = assert(sub:next(5), "the simulator's Shutdown never arrived")
@@ -278,6 +385,15 @@ describe("kvbm.sink.nats / kvbm.sub.nats", function()
     assert.are.equal(published, seen, "every published event arrived")
     assert.is_true(creates > 0 and creates >= removes)
     sub:close()
+  end)
+
+  it("a sink keeps its state in kvbm's allocator and gives it back at close", function()
+    collectgarbage(); collectgarbage()
+    local before = kvbm._debug.live()
+    local sink = assert(kvbm.sink.nats{ url = srv.url })
+    assert.are.equal(before.allocations + 1, kvbm._debug.live().allocations)
+    sink:close()
+    assert.are.same(before, kvbm._debug.live())
   end)
 
   it("objects left to the collector close themselves", function()

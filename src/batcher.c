@@ -97,6 +97,12 @@ void kvbm__batcher_push(kvbm__batcher *b, double now, kvbm_event_kind kind, kvbm
 void kvbm__batcher_drain(kvbm__batcher *b, double now, kvbm_subscription *s) {
   while (s->len > 0) {
     kvbm__event e = s->ring[s->head];
+    if (b->n > 0 && b->kind != (int)e.kind) {
+      /* flush before taking e: an emit that drains again (a sink calling
+       * flush or close) then takes e itself, in order */
+      kvbm__batcher_flush(b);
+      continue;
+    }
     s->head = s->head + 1 == s->cap ? 0 : s->head + 1;
     s->len--; /* taken before push, whose emit may let new events in */
     push(b, now, (kvbm_event_kind)e.kind, e.h);

@@ -481,17 +481,30 @@ KVBM_API KVBM_NODISCARD int kvbm_sink_file_new(const char *path, kvbm_sink *out)
 struct ev_loop;
 typedef struct kvbm_publisher kvbm_publisher;
 
+#define KVBM_PUBLISHER_DEFAULT_WINDOW 0.010 /* seconds */
+#define KVBM_PUBLISHER_MAX_WINDOW 3600.0
+#define KVBM_PUBLISHER_DEFAULT_BATCH 1024
+#define KVBM_PUBLISHER_MAX_BATCH ((size_t)1 << 20)
+#define KVBM_PUBLISHER_DEFAULT_CAPACITY 65536
+#define KVBM_PUBLISHER_MAX_CAPACITY ((size_t)1 << 24)
+#define KVBM_PUBLISHER_SUBJECT_MAX 128 /* bytes, with the NUL */
+
 typedef struct kvbm_publisher_config {
   kvbm_events *events;          /* required */
   struct ev_loop *loop;         /* required */
   kvbm_sink sink;               /* required; not owned */
   kvbm_instance_id instance_id;
-  double window;                /* seconds; 0 means 0.010 */
-  size_t max_batch;             /* 0 means 1024 */
-  size_t capacity;              /* subscription ring; 0 means 65536 */
-  const char *subject;          /* NULL means "kvbm.events" */
+  double window;                /* seconds, in (0, 3600]; 0 means 0.010 */
+  size_t max_batch;             /* 1..2^20; 0 means 1024 */
+  size_t capacity;              /* subscription ring, 1..2^24; 0 means 65536 */
+  const char *subject;          /* a NATS subject (no spaces, no wildcards,
+                                   < 128 bytes); NULL means "kvbm.events" */
   const kvbm_allocator *alloc;
 } kvbm_publisher_config;
+
+/* NULL when cfg is valid, else what is wrong with it, naming the option
+ * ("window must be ..."); kvbm_publisher_new fails with KVBM_EINVAL then. */
+KVBM_API const char *kvbm_publisher_config_error(const kvbm_publisher_config *cfg);
 
 typedef struct kvbm_publisher_stats {
   uint64_t batches, events, errors, lost; /* lost: dropped by a full subscription */
@@ -501,7 +514,13 @@ typedef struct kvbm_publisher_stats {
 KVBM_API KVBM_NODISCARD int kvbm_publisher_new(const kvbm_publisher_config *cfg,
                                                kvbm_publisher **out);
 /* Flushes the batch, publishes Shutdown, flushes the sink and stops the
- * watchers. Returns 0 or the first error. Idempotent. */
+ * watchers. Returns 0 or the first error. Idempotent.
+ *
+ * A sink may call flush, close and free on its own publisher: the batch
+ * and data it was given are then no longer valid, a close from the sink
+ * while close runs returns 0 and lets the outer close finish, and free
+ * from the sink closes at once and frees when the publisher's call that
+ * ran the sink returns. */
 KVBM_API int kvbm_publisher_close(kvbm_publisher *p);
 KVBM_API void kvbm_publisher_free(kvbm_publisher *p); /* closes first */
 /* Publishes what is batched now (the window's flush, early). */
@@ -510,13 +529,24 @@ KVBM_API void kvbm_publisher_get_stats(const kvbm_publisher *p, kvbm_publisher_s
 
 /* A NATS sink on libnats: reconnects are left to the client library, which
  * buffers while disconnected. Connection failure: KVBM_ESINK with a
- * message in err. */
-KVBM_API KVBM_NODISCARD int kvbm_sink_nats_new(const char *url, kvbm_sink *out, char *err,
-                                               size_t errlen);
-/* Counters of a NATS sink (from kvbm_sink_nats_new): disconnects seen,
- * reconnects done, publish/flush failures, and the last error message. */
+ * message in err. alloc (NULL: the C library's) holds the sink's state;
+ * libnats allocates its own with malloc. */
+KVBM_API KVBM_NODISCARD int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url,
+                                               kvbm_sink *out, char *err, size_t errlen);
+/* Counters of a NATS sink (from kvbm_sink_nats_new). Core NATS delivers at
+ * most once: the sink cannot see what a server or a subscriber missed, only
+ * what follows. */
 typedef struct kvbm_nats_stats {
-  uint64_t disconnects, reconnects, errors;
+  uint64_t disconnects, reconnects; /* seen by libnats' callbacks */
+  uint64_t errors;                  /* publish/flush failures, async errors */
+  uint64_t published;               /* messages libnats accepted */
+  uint64_t dropped;                 /* messages libnats refused (buffer full): lost */
+  uint64_t published_while_down;    /* accepted while disconnected: sent after the
+                                       reconnect; a subscriber down too misses them */
+  uint64_t unsent;                  /* accepted while down, not sent yet: lost
+                                       if the sink closes before the reconnect */
+  uint64_t buffered_bytes;          /* connected: not written to the socket yet */
+  int connected;                    /* 1 while connected */
   char last_error[128];
 } kvbm_nats_stats;
 KVBM_API void kvbm_sink_nats_stats(const kvbm_sink *s, kvbm_nats_stats *out);

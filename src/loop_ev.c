@@ -6,7 +6,11 @@
  * iteration; it is unref'd, so it never keeps ev_run alive by itself. A
  * timer is armed for the open batch's deadline only: pending work keeps the
  * loop running until it is published, and an idle publisher lets ev_run
- * return. */
+ * return.
+ *
+ * The pump may stop its own watch (a sink that closes or frees the
+ * publisher while it publishes): kvbm__watch_stop then only stops the
+ * watchers, and the callback frees the watch once the pump has returned. */
 #include <ev.h>
 
 #include "events.h"
@@ -17,11 +21,25 @@ struct kvbm__watch {
   struct ev_loop *loop;
   kvbm__pump_fn pump;
   void *ud;
-  const kvbm_allocator *alloc;
+  kvbm_allocator alloc; /* a copy: the pump may free its owner */
+  int pumping; /* calls of w->pump under way: stopping must not free w */
+  int stopped; /* stopped while pumping: freed when the last pump returns */
 };
 
+static void watch_free(kvbm__watch *w) {
+  kvbm_allocator a = w->alloc;
+  kvbm__free(&a, w, sizeof *w);
+}
+
 static void pump(kvbm__watch *w) {
-  double now = ev_now(w->loop), deadline = w->pump(w->ud, now);
+  double now = ev_now(w->loop);
+  w->pumping++;
+  double deadline = w->pump(w->ud, now);
+  w->pumping--;
+  if (w->stopped) {
+    if (!w->pumping) watch_free(w);
+    return;
+  }
   if (deadline < 0) {
     ev_timer_stop(w->loop, &w->timer);
     return;
@@ -49,7 +67,8 @@ kvbm__watch *kvbm__watch_start(const kvbm_allocator *a, struct ev_loop *loop, kv
   w->loop = loop;
   w->pump = fn;
   w->ud = ud;
-  w->alloc = a;
+  w->alloc = a ? *a : (kvbm_allocator){NULL, NULL};
+  w->pumping = w->stopped = 0;
   ev_prepare_init(&w->prepare, on_prepare);
   ev_prepare_start(loop, &w->prepare);
   ev_unref(loop); /* the prepare watcher alone must not keep the loop alive */
@@ -58,11 +77,14 @@ kvbm__watch *kvbm__watch_start(const kvbm_allocator *a, struct ev_loop *loop, kv
 }
 
 void kvbm__watch_stop(kvbm__watch *w) {
-  if (!w) return;
+  if (!w || w->stopped) return;
   ev_ref(w->loop); /* undo the unref before stopping, as ev.pod asks */
   ev_prepare_stop(w->loop, &w->prepare);
   ev_timer_stop(w->loop, &w->timer);
-  kvbm__free(w->alloc, w, sizeof *w);
+  if (w->pumping)
+    w->stopped = 1; /* pump() frees it on the way out */
+  else
+    watch_free(w);
 }
 
 double kvbm__loop_now(struct ev_loop *loop) { return ev_now(loop); }

@@ -19,12 +19,24 @@
  * buffer when the sink is closed are lost. The initial connection is not
  * retried: a server that is not there is reported by kvbm_sink_nats_new.
  *
+ * Loss: core NATS delivers at most once. The sink cannot see what a server
+ * or a subscriber missed; it counts what it can (kvbm_sink_nats_stats):
+ * messages refused (dropped, lost for sure), messages published while the
+ * connection was down (sent after the reconnect, but a subscriber that was
+ * down too never sees them), those of them not sent yet (lost if the sink
+ * closes before the reconnect), and the bytes libnats has not written yet.
+ * (natsConnection_GetStats tells no more: its outbound count includes
+ * what sits in the reconnect buffer.)
+ *
  * Threads: the sink itself is used from one thread, like the rest of kvbm.
  * libnats runs its connection callbacks (disconnected, reconnected, error,
  * closed) on its own thread; they only bump C11 atomic counters and write
  * last_error under a mutex. close() waits (bounded) for the closed callback,
  * the last one libnats delivers for a connection, before freeing the state
- * the callbacks use; if it does not come in time the callback frees it.
+ * the callbacks use. If it does not come in time the callback frees it
+ * with free() when the sink was made with the C library's allocator; a
+ * host allocator (not safe to call from libnats' thread) then keeps the
+ * state, a few hundred bytes, rather than freeing it from the wrong thread.
  *
  * Process exit: libnats keeps global state (its threads, a few caches) that
  * outlives every connection. Releasing it with nats_Close() (or
@@ -54,7 +66,11 @@
 
 typedef struct nats_sink {
   natsConnection *nc;
+  kvbm_allocator alloc;
   atomic_uint_fast64_t disconnects, reconnects, errors;
+  atomic_int down;                     /* disconnected, not reconnected yet */
+  atomic_uint_fast64_t down_published; /* published since the last disconnect */
+  uint64_t published, dropped, while_down; /* the owner's thread */
   pthread_mutex_t mu; /* guards last_error, cb_closed, owner_gone */
   pthread_cond_t cv;
   int cb_closed;  /* the closed callback has run */
@@ -65,7 +81,8 @@ typedef struct nats_sink {
 static void sink_free(nats_sink *s) {
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
-  free(s);
+  kvbm_allocator a = s->alloc;
+  kvbm__free(&a, s, sizeof *s);
 }
 
 static void set_error(nats_sink *s, const char *what, natsStatus st) {
@@ -84,12 +101,17 @@ static int fail(nats_sink *s, const char *what, natsStatus st) {
 
 static void on_disconnected(natsConnection *nc, void *closure) {
   (void)nc;
-  atomic_fetch_add(&((nats_sink *)closure)->disconnects, 1);
+  nats_sink *s = closure;
+  atomic_store(&s->down, 1);
+  atomic_fetch_add(&s->disconnects, 1);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure) {
   (void)nc;
-  atomic_fetch_add(&((nats_sink *)closure)->reconnects, 1);
+  nats_sink *s = closure;
+  atomic_store(&s->down, 0);
+  atomic_store(&s->down_published, 0); /* libnats sent what it buffered */
+  atomic_fetch_add(&s->reconnects, 1);
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure) {
@@ -105,7 +127,7 @@ static void on_closed(natsConnection *nc, void *closure) {
   pthread_mutex_lock(&s->mu);
   if (s->owner_gone) { /* close() gave up waiting for us */
     pthread_mutex_unlock(&s->mu);
-    sink_free(s);
+    if (!s->alloc.fn) sink_free(s); /* else kept: see the header */
     return;
   }
   s->cb_closed = 1;
@@ -119,8 +141,16 @@ static int nats_publish(void *ud, const char *subject, const unsigned char *data
   nats_sink *s = ud;
   if (!subject || !*subject || (len && !data) || len > INT_MAX)
     return fail(s, "publish", NATS_INVALID_ARG);
+  /* down before the call: the message goes to libnats' reconnect buffer */
+  int down = atomic_load(&s->down) || natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED;
   natsStatus st = natsConnection_Publish(s->nc, subject, data, (int)len);
-  return st == NATS_OK ? 0 : fail(s, "publish", st);
+  if (st != NATS_OK) {
+    s->dropped++;
+    return fail(s, "publish", st);
+  }
+  s->published++;
+  if (down) s->while_down++, atomic_fetch_add(&s->down_published, 1);
+  return 0;
 }
 
 static int nats_flush(void *ud) {
@@ -153,7 +183,8 @@ static void nats_close(void *ud) {
 
 /* ------------------------------------------------------------- public */
 
-int kvbm_sink_nats_new(const char *url, kvbm_sink *out, char *err, size_t errlen) {
+int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url, kvbm_sink *out, char *err,
+                       size_t errlen) {
   if (err && errlen) err[0] = '\0';
   if (!out) return KVBM_EINVAL;
   memset(out, 0, sizeof *out);
@@ -161,8 +192,16 @@ int kvbm_sink_nats_new(const char *url, kvbm_sink *out, char *err, size_t errlen
     if (err && errlen) snprintf(err, errlen, "nats: no server URL given");
     return KVBM_EINVAL;
   }
-  nats_sink *s = calloc(1, sizeof *s);
-  if (!s) return KVBM_ENOMEM;
+  kvbm_allocator a = alloc ? *alloc : (kvbm_allocator){NULL, NULL};
+  nats_sink *s = kvbm__realloc(&a, NULL, 0, sizeof *s);
+  if (!s) {
+    if (err && errlen) snprintf(err, errlen, "nats: out of memory");
+    return KVBM_ENOMEM;
+  }
+  memset(s, 0, sizeof *s);
+  s->alloc = a;
+  atomic_init(&s->down, 0);
+  atomic_init(&s->down_published, 0);
   atomic_init(&s->disconnects, 0);
   atomic_init(&s->reconnects, 0);
   atomic_init(&s->errors, 0);
@@ -177,7 +216,7 @@ int kvbm_sink_nats_new(const char *url, kvbm_sink *out, char *err, size_t errlen
     pthread_mutex_destroy(&s->mu), ok = 0;
   }
   if (!ok) {
-    free(s);
+    kvbm__free(&a, s, sizeof *s);
     return KVBM_ENOMEM;
   }
 
@@ -229,6 +268,13 @@ void kvbm_sink_nats_stats(const kvbm_sink *sink, kvbm_nats_stats *out) {
   out->disconnects = atomic_load(&s->disconnects);
   out->reconnects = atomic_load(&s->reconnects);
   out->errors = atomic_load(&s->errors);
+  out->connected = natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED;
+  out->published = s->published;
+  out->dropped = s->dropped;
+  out->published_while_down = s->while_down;
+  out->unsent = out->connected ? 0 : atomic_load(&s->down_published);
+  int buffered = natsConnection_Buffered(s->nc); /* -1 while down */
+  out->buffered_bytes = buffered > 0 ? (uint64_t)buffered : 0;
   pthread_mutex_lock(&s->mu);
   memcpy(out->last_error, s->last_error, sizeof out->last_error);
   pthread_mutex_unlock(&s->mu);

@@ -182,7 +182,8 @@ local function run(o)
   local rep = t:report()
   rep.seconds, rep.policy = seconds, policy.name or o.policy or "custom"
   rep.events = { published = ps.events, batches = ps.batches, errors = ps.errors, lost = ps.lost,
-    sink = o.nats or "counted in process", close_error = not closed and tostring(cerr) or nil }
+    sink = o.nats or "counted in process", close_error = not closed and tostring(cerr) or nil,
+    nats = o.nats and events.sink:stats() or nil }
   t:close()
   return rep
 end
@@ -203,6 +204,12 @@ local function print_report(o, rep)
     rep.onboards, rep.offloads, rep.offloads_skipped, rep.rejected))
   w:write(format("events: %d published in %d batches to %s (%d sink errors, %d lost)\n", rep.events.published,
     rep.events.batches, rep.events.sink, rep.events.errors, rep.events.lost))
+  local n = rep.events.nats
+  if n then -- core NATS delivers at most once: say what may not have arrived
+    w:write(format("nats: %d disconnects, %d reconnects; %d messages, %d sent while disconnected (missed by "
+      .. "subscribers that were down too), %d unsent at exit, %d dropped (at most once delivery)\n",
+      n.disconnects, n.reconnects, n.published, n.published_while_down, n.unsent, n.dropped))
+  end
   if rep.events.close_error then w:write("events: closing the publisher failed: " .. rep.events.close_error .. "\n") end
   w:write(format("time: %.2f s, %.0f blocks/s\n", rep.seconds, rep.seconds > 0 and rep.blocks / rep.seconds or 0))
 end

@@ -7,12 +7,21 @@
  *                               window = 0.010, max_batch = 1024, subject = "kvbm.events" }
  *   pub:close() --> true | nil, err   (flush, Shutdown, sink flush)
  *
+ *   Options are checked by kvbm_publisher_config_error (window in (0, 3600]
+ *   seconds, max_batch 1..2^20, capacity 1..2^24, subject a NATS subject);
+ *   a bad one raises "kvbm.publisher: <option> must be ... (got <value>)".
+ *
+ *   The sink may call pub:flush() and pub:close() and may drop the last
+ *   reference to pub and collect: the publisher stays alive until its sink
+ *   call returns, then closes (Shutdown) when it is collected.
+ *
  * A Lua function policy runs inside registrations: the binding brackets
  * those calls like a Lua eviction policy (no collector, no re-entry). A
  * Lua function sink runs from the loop's callbacks and from close(); each
  * batch is one protected call, a raising sink is counted and reported
  * (pub:stats().errors, .last_error) and publishing goes on. */
 #include <ev.h>
+#include <math.h>
 #include <string.h>
 
 #include "lkvbm.h"
@@ -341,21 +350,29 @@ static void pushbatch(lua_State *L, const kvbm_batch *b, const char *subject) {
   lua_setfield(L, -2, "subject");
 }
 
+/* The publisher's userdata is kept on the stack while its sink runs: a sink
+ * that drops the last reference and collects cannot free the publisher (nor
+ * this box) under the call. */
 static int lua_sink(void *ud, const char *subject, const kvbm_batch *b, const unsigned char *data, size_t len) {
   PubBox *pb = ud;
   lua_State *L = pb->L;
-  if (!lua_checkstack(L, 6)) return KVBM_ESINK;
+  if (!lua_checkstack(L, 7)) return KVBM_ESINK;
+  int top = lua_gettop(L);
+  lkvbm_getbox(L, pb); /* nil inside the publisher's own __gc, which holds it */
   lua_rawgeti(L, LUA_REGISTRYINDEX, pb->sink_ref);
   pushbatch(L, b, subject);
   lua_pushlstring(L, (const char *)data, len);
   lua_setfield(L, -2, "payload");
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
-  snprintf(pb->last_error, sizeof pb->last_error, "%s",
-           lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(error object is not a string)");
-  lua_warning(L, "kvbm: publisher sink failed: ", 1);
-  lua_warning(L, pb->last_error, 0);
-  lua_pop(L, 1);
-  return KVBM_ESINK;
+  int rc = 0;
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    snprintf(pb->last_error, sizeof pb->last_error, "%s",
+             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(error object is not a string)");
+    lua_warning(L, "kvbm: publisher sink failed: ", 1);
+    lua_warning(L, pb->last_error, 0);
+    rc = KVBM_ESINK;
+  }
+  lua_settop(L, top);
+  return rc;
 }
 
 static PubBox *checkpub(lua_State *L) {
@@ -366,17 +383,23 @@ static PubBox *checkpub(lua_State *L) {
 
 static kvbm_instance_id checkinstance(lua_State *L, int idx) {
   kvbm_instance_id id = {0, 0};
+  size_t len = 0;
+  int isint = 0;
   if (lua_type(L, idx) == LUA_TSTRING) {
-    size_t len;
     const unsigned char *s = (const unsigned char *)lua_tolstring(L, idx, &len);
-    if (len != 16) luaL_error(L, "instance_id: expected an integer or a 16-byte string");
-    for (int i = 0; i < 8; i++) id.hi = id.hi << 8 | s[i], id.lo = id.lo << 8 | s[8 + i];
-    return id;
+    if (len == 16) {
+      for (int i = 0; i < 8; i++) id.hi = id.hi << 8 | s[i], id.lo = id.lo << 8 | s[8 + i];
+      return id;
+    }
+  } else if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Integer v = lua_tointegerx(L, idx, &isint);
+    if (isint && v >= 0) {
+      id.lo = (uint64_t)v;
+      return id;
+    }
   }
-  int isint;
-  lua_Integer v = lua_tointegerx(L, idx, &isint);
-  if (!isint) luaL_error(L, "instance_id: expected an integer or a 16-byte string");
-  id.lo = (uint64_t)v;
+  luaL_error(L, "kvbm.publisher: instance_id must be an integer in 0..2^63-1 or a 16-byte string (got %s)",
+             luaL_tolstring(L, idx, NULL));
   return id;
 }
 
@@ -386,6 +409,45 @@ static kvbm_instance_id checkinstance(lua_State *L, int idx) {
 static int config_error(lua_State *L, const char *msg) {
   lkvbm_pusherror(L, KVBM_ECONFIG);
   lua_pushfstring(L, "kvbm.publisher: %s", msg);
+  lua_setfield(L, -2, "message");
+  return 2;
+}
+
+/* Options as C sees them. Absent: 0, C's "the default". A value C must
+ * refuse (not a number, fractional, 0 or negative) becomes one outside the
+ * C limits, so that kvbm_publisher_config_error words every message. */
+static double optwindow(lua_State *L, int t) {
+  int type = lua_getfield(L, t, "window");
+  double v = type == LUA_TNIL ? 0 : type == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
+  lua_pop(L, 1);
+  return type != LUA_TNIL && v == 0 ? NAN : v;
+}
+
+static size_t optsize(lua_State *L, int t, const char *name) {
+  int type = lua_getfield(L, t, name), isint = 0;
+  lua_Integer v = type == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+  lua_pop(L, 1);
+  if (type == LUA_TNIL) return 0;
+  return isint && v > 0 && (lua_Unsigned)v <= SIZE_MAX ? (size_t)v : SIZE_MAX;
+}
+
+/* C's message for a refused cfg, naming the value the user gave (each
+ * message starts with the option's name): pushes nil, err and returns 2;
+ * 0 when cfg is acceptable. */
+static int checkconfig(lua_State *L, int t, const kvbm_publisher_config *cfg) {
+  const char *why = kvbm_publisher_config_error(cfg);
+  if (!why) return 0;
+  char name[16];
+  size_t n = strcspn(why, " ");
+  snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), why);
+  int type = lua_getfield(L, t, name);
+  const char *got = luaL_tolstring(L, -1, NULL);
+  /* doc/errors.md: a value of the right type that C refuses is data
+   * (nil, err); a value of the wrong type is misuse and raises */
+  int data = type == LUA_TNIL || type == LUA_TNUMBER || (type == LUA_TSTRING && strcmp(name, "subject") == 0);
+  if (!data) return luaL_error(L, "kvbm.publisher: %s (got %s)", why, got);
+  lkvbm_pusherror(L, KVBM_ECONFIG);
+  lua_pushfstring(L, "kvbm.publisher: %s (got %s)", why, got);
   lua_setfield(L, -2, "message");
   return 2;
 }
@@ -403,51 +465,47 @@ static int publisher_new(lua_State *L) {
   int pidx = lua_gettop(L);
 
   lua_getfield(L, 1, "events");
-  int lua_policy_unused;
-  cfg.events = lkvbm_events_of(L, -1, &lua_policy_unused);
+  EventsBox *eb = luaL_testudata(L, -1, EVENTS_MT);
+  cfg.events = eb ? eb->ev : NULL;
   lua_setiuservalue(L, pidx, 1);
   lua_getfield(L, 1, "loop");
-  if (lua_isnil(L, -1)) return config_error(L, "loop is required (kvbm.loop())");
-  cfg.loop = checkloop(L, -1);
+  cfg.loop = luaL_testudata(L, -1, LOOP_MT) ? checkloop(L, -1) : NULL;
   lua_setiuservalue(L, pidx, 2);
-  lua_getfield(L, 1, "instance_id");
-  if (lua_isnil(L, -1)) return config_error(L, "instance_id is required");
-  cfg.instance_id = checkinstance(L, -1);
-  lua_getfield(L, 1, "window");
-  cfg.window = luaL_optnumber(L, -1, 0.010);
-  if (!(cfg.window > 0)) return config_error(L, "window must be positive (seconds)");
-  lua_getfield(L, 1, "max_batch");
-  lua_Integer max = luaL_optinteger(L, -1, 1024);
-  if (!(max > 0 && max <= (1 << 20))) return config_error(L, "max_batch must be in 1..2^20");
-  cfg.max_batch = (size_t)max;
-  lua_getfield(L, 1, "capacity");
-  lua_Integer cap = luaL_optinteger(L, -1, 65536);
-  if (!(cap > 0)) return config_error(L, "capacity must be positive");
-  cfg.capacity = (size_t)cap;
-  lua_getfield(L, 1, "subject");
-  cfg.subject = luaL_optstring(L, -1, "kvbm.events");
+  cfg.window = optwindow(L, 1);
+  cfg.max_batch = optsize(L, 1, "max_batch");
+  cfg.capacity = optsize(L, 1, "capacity");
+  int st = lua_getfield(L, 1, "subject");
+  cfg.subject = st == LUA_TNIL ? NULL : st == LUA_TSTRING ? lua_tostring(L, -1) : ""; /* "" is refused */
   cfg.alloc = lkvbm_allocator(L);
-  lua_settop(L, pidx);
 
   lua_getfield(L, 1, "sink");
   const kvbm_sink *native = lkvbm_tofilesink(L, -1);
   if (!native) native = lkvbm_tosink(L, -1);
   if (lua_isfunction(L, -1)) {
-    pb->sink_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-    pb->L = lua_tothread(L, -1);
-    lua_pop(L, 1);
     cfg.sink.publish_batch = lua_sink;
     cfg.sink.ud = pb;
   } else if (native) {
     cfg.sink = *native;
-    lua_setiuservalue(L, pidx, 3); /* the publisher keeps its sink alive */
   } else {
-    return luaL_error(L, "kvbm.publisher: sink must be a function, kvbm.sink.file(...) or kvbm.sink.nats{...}");
+    return luaL_error(L, "kvbm.publisher: sink must be a function, kvbm.sink.file(...) or kvbm.sink.nats{...} (got %s)",
+                      luaL_tolstring(L, -1, NULL));
   }
+  if (checkconfig(L, 1, &cfg)) return 2;
+  lua_getfield(L, 1, "instance_id");
+  if (lua_isnil(L, -1)) return config_error(L, "instance_id is required");
+  cfg.instance_id = checkinstance(L, -1);
+  lua_pop(L, 1);
+  if (lua_isfunction(L, -1)) {
+    pb->sink_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    pb->L = lua_tothread(L, -1);
+    lkvbm_setbox(L, pb, pidx); /* lua_sink finds the userdata to keep it alive */
+  } else {
+    lua_setiuservalue(L, pidx, 3); /* the publisher keeps its sink alive */
+  }
+  lua_settop(L, pidx);
   int rc = kvbm_publisher_new(&cfg, &pb->p);
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  lua_settop(L, pidx);
   return 1;
 }
 

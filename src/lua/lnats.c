@@ -7,7 +7,10 @@
  *   sink:publish(subject, bytes) --> true, or nil, err ("sink_error")
  *   sink:flush()                 --> true, or nil, err ("sink_error"); waits
  *                                    at most 2 s for the server's PONG
- *   sink:stats()  --> { disconnects =, reconnects =, errors =, last_error = }
+ *   sink:stats()  --> { disconnects, reconnects, errors, last_error,
+ *                       published, dropped, published_while_down, unsent,
+ *                       buffered_bytes, connected,
+ *                       closed } (see kvbm_nats_stats in kvbm.h)
  *   sink:close()  idempotent; also __close (local s <close> = ...) and __gc
  *
  *   Give the sink to kvbm.publisher{ sink = sink, ... }: the publisher gets
@@ -16,8 +19,11 @@
  *   While the server is unreachable the sink does not fail: libnats keeps
  *   reconnecting (every 50 ms, forever) and buffers what is published (up
  *   to 8 MiB), sending it after the reconnect; publish fails only once that
- *   buffer is full, and flush fails after its 2 s timeout. stats() counts
- *   the disconnects and reconnects. See src/sink_nats.c.
+ *   buffer is full, and flush fails after its 2 s timeout. Core NATS
+ *   delivers at most once: stats() counts the disconnects and reconnects,
+ *   what was published while down (subscribers that were down too miss
+ *   it), what is still unsent (lost if the sink closes now) and what was
+ *   refused (dropped). See src/sink_nats.c.
  *
  *   A closed sink is a programming error, like any closed kvbm object:
  *   publish and flush on it RAISE ("attempt to use a closed kvbm.NatsSink").
@@ -123,7 +129,7 @@ static int sink_new(lua_State *L) {
   memset(b, 0, sizeof *b);
   luaL_setmetatable(L, LKVBM_NATS_SINK_MT);
   char err[256];
-  int rc = kvbm_sink_nats_new(url, &b->sink, err, sizeof err);
+  int rc = kvbm_sink_nats_new(lkvbm_allocator(L), url, &b->sink, err, sizeof err);
   if (rc < 0) {
     b->sink.ud = NULL;
     lkvbm_pusherror(L, rc);
@@ -170,13 +176,24 @@ static int sink_stats(lua_State *L) {
     kvbm_sink_nats_stats(&b->sink, &st);
   else
     st = b->last;
-  lua_createtable(L, 0, 5);
-  lua_pushinteger(L, (lua_Integer)st.disconnects);
-  lua_setfield(L, -2, "disconnects");
-  lua_pushinteger(L, (lua_Integer)st.reconnects);
-  lua_setfield(L, -2, "reconnects");
-  lua_pushinteger(L, (lua_Integer)st.errors);
-  lua_setfield(L, -2, "errors");
+  const struct {
+    const char *name;
+    uint64_t v;
+  } counts[] = {{"disconnects", st.disconnects},
+                {"reconnects", st.reconnects},
+                {"errors", st.errors},
+                {"published", st.published},
+                {"dropped", st.dropped},
+                {"published_while_down", st.published_while_down},
+                {"unsent", st.unsent},
+                {"buffered_bytes", st.buffered_bytes}};
+  lua_createtable(L, 0, (int)(sizeof counts / sizeof *counts) + 3);
+  for (size_t i = 0; i < sizeof counts / sizeof *counts; i++) {
+    lua_pushinteger(L, (lua_Integer)counts[i].v);
+    lua_setfield(L, -2, counts[i].name);
+  }
+  lua_pushboolean(L, b->sink.ud && st.connected);
+  lua_setfield(L, -2, "connected");
   if (st.last_error[0]) {
     lua_pushstring(L, st.last_error);
     lua_setfield(L, -2, "last_error");
