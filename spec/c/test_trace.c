@@ -79,6 +79,14 @@ static void test_text_happy(void) {
   ok(kvbm_trace_all_tokens(t)[3] == 0 && kvbm_trace_all_tokens(t)[4] == 10, "stored contiguously");
   kvbm_trace_free(t);
 
+  /* an empty prompt before any token is stored (no token array yet) */
+  t = loads("5 0 0\n", NULL);
+  if (t) ok(kvbm_trace_count(t) == 1 && kvbm_trace_get(t, 0)->n_tokens == 0, "an empty first prompt");
+  kvbm_trace_free(t);
+  t = loads("{\"timestamp\": 0, \"input_length\": 0, \"output_length\": 0, \"hash_ids\": [1]}\n", NULL);
+  if (t) ok(kvbm_trace_count(t) == 1 && kvbm_trace_get(t, 0)->n_tokens == 0, "an empty first JSONL prompt");
+  kvbm_trace_free(t);
+
   t = loads("", NULL);
   if (t) ok(kvbm_trace_count(t) == 0 && kvbm_trace_total_tokens(t) == 0, "an empty input has no requests");
   kvbm_trace_free(t);
