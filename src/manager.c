@@ -173,10 +173,10 @@ static size_t slot_bytes(void) {
   return 2 * sizeof(uint8_t) + 5 * sizeof(uint32_t) + sizeof(kvbm_hash) + 2 * sizeof(uint32_t);
 }
 
-void kvbm_manager_free(kvbm_manager *m) {
-  if (!m) return;
-  for (uint32_t s = 0; s < m->total && m->state; s++)
-    if (m->entry && m->entry[s] != NONE) forget_hash(m, s);
+/* Frees what kvbm_manager_new allocated, touching none of the per-slot
+ * arrays: a construction that failed part-way must stay O(1) (the arrays of
+ * 2^30 slots are gigabytes the allocator never had to commit). */
+static void destroy(kvbm_manager *m) {
   if (m->backend) m->backend->ops->destroy(m->backend);
   kvbm_allocator a = m->alloc;
   size_t n = m->total;
@@ -191,6 +191,13 @@ void kvbm_manager_free(kvbm_manager *m) {
   kvbm__free(&a, m->scratch, n * sizeof *m->scratch);
   if (m->reg) kvbm__registry_drop_tier(m->reg, m->tier);
   kvbm__free(&a, m, sizeof *m);
+}
+
+void kvbm_manager_free(kvbm_manager *m) {
+  if (!m) return;
+  for (uint32_t s = 0; s < m->total; s++)
+    if (m->entry[s] != NONE) forget_hash(m, s);
+  destroy(m);
 }
 
 static kvbm__backend *make_backend(kvbm_manager *m, const kvbm_manager_config *cfg) {
@@ -248,8 +255,7 @@ int kvbm_manager_new(const kvbm_manager_config *cfg, kvbm_manager **out) {
   if (!m->state || !m->reset_on_release || !m->gen || !m->refs || !m->entry || !m->dup_of ||
       !m->staged || !m->ring || !m->scratch || !(m->backend = make_backend(m, cfg)) ||
       kvbm__registry_reserve(m->reg, n)) {
-    if (m->entry) memset(m->entry, 0xff, n * sizeof *m->entry);
-    kvbm_manager_free(m);
+    destroy(m); /* no slot holds a hash yet: nothing to forget */
     return KVBM_ENOMEM;
   }
   for (uint32_t s = 0; s < n; s++) {

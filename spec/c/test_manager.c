@@ -278,6 +278,99 @@ static void test_allocation_failure(void) {
   ok(failures > 5 && clean, "every failed allocation is reported (%d) and nothing leaks", failures);
 }
 
+/* Fills every large block with a canary and fails allocation number
+ * fail_at. At that moment it notes which large blocks are still untouched;
+ * a free that finds one of those written counts the block as touched by the
+ * failure path. */
+#define CANARY 0xA5
+#define MAX_TRACKED 64
+typedef struct {
+  int count, fail_at, failed, touched;
+  size_t large;
+  struct {
+    unsigned char *p;
+    size_t size;
+    int watched;
+  } blocks[MAX_TRACKED];
+} canary;
+
+static int untouched(const unsigned char *p, size_t size) {
+  for (size_t i = 0; i < size; i++)
+    if (p[i] != CANARY) return 0;
+  return 1;
+}
+
+static int tracked(canary *c, const void *p) {
+  for (int i = 0; i < MAX_TRACKED; i++)
+    if (c->blocks[i].p == p) return i;
+  return -1;
+}
+
+static void *canary_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  canary *c = ud;
+  int i = ptr ? tracked(c, ptr) : -1;
+  if (i >= 0 && c->blocks[i].watched && !untouched(ptr, c->blocks[i].size)) c->touched++;
+  if (nsize == 0) {
+    if (i >= 0) c->blocks[i].p = NULL;
+    free(ptr);
+    return NULL;
+  }
+  if (c->count++ == c->fail_at) {
+    c->failed = 1;
+    for (int j = 0; j < MAX_TRACKED; j++)
+      if (c->blocks[j].p) c->blocks[j].watched = untouched(c->blocks[j].p, c->blocks[j].size);
+    return NULL;
+  }
+  unsigned char *p = malloc(nsize);
+  if (!p) return NULL;
+  size_t keep = ptr ? (osize < nsize ? osize : nsize) : 0;
+  if (keep) memcpy(p, ptr, keep);
+  if (i >= 0) c->blocks[i].p = NULL;
+  free(ptr);
+  if (nsize >= c->large) {
+    memset(p + keep, CANARY, nsize - keep);
+    int j = tracked(c, NULL);
+    if (j >= 0) c->blocks[j].p = p, c->blocks[j].size = nsize, c->blocks[j].watched = 0;
+  }
+  return p;
+}
+
+/* A manager that cannot get its memory fails at once: the failure path
+ * must not write (or read) the per-slot arrays it has just allocated, which
+ * for 2^30 slots are gigabytes the system never had to commit. */
+static void test_failed_new_touches_nothing(void) {
+  const uint32_t n = 1u << 16;
+  int failures = 0, touched = 0, succeeded = 0;
+  for (int k = 0; k < 40 && !succeeded; k++) {
+    canary *c = calloc(1, sizeof *c);
+    c->fail_at = -1;
+    c->large = n;
+    kvbm_allocator a = {canary_alloc, c};
+    kvbm_registry *reg = NULL;
+    MUST(kvbm_registry_new(&a, KVBM_FREQUENCY_NONE, &reg));
+    c->count = 0; /* count the manager's allocations only */
+    c->fail_at = k;
+    kvbm_manager_config cfg = {.block_count = n, .block_size = 4, .registry = reg,
+                               .backend = KVBM_BACKEND_LRU};
+    kvbm_manager *m = NULL;
+    int rc = kvbm_manager_new(&cfg, &m);
+    if (rc == 0) {
+      succeeded = !c->failed;
+      kvbm_manager_free(m);
+    } else {
+      failures += rc == KVBM_ENOMEM;
+      touched += c->touched;
+      if (c->touched) printf("# failing allocation %d: %d large blocks written on the way out\n", k, c->touched);
+    }
+    c->fail_at = -1;
+    kvbm_registry_release(reg);
+    free(c);
+  }
+  ok(succeeded && failures > 5 && touched == 0,
+     "a failed kvbm_manager_new of %u blocks writes none of its arrays (%d failures, %d written)",
+     (unsigned)n, failures, touched);
+}
+
 /* Random operations on two managers (Allow and Reject) sharing a registry. */
 static void test_random(void) {
   kvbm_registry *reg;
@@ -330,6 +423,7 @@ int main(void) {
   test_reject();
   test_config();
   test_allocation_failure();
+  test_failed_new_touches_nothing();
   test_random();
   return tap_done();
 }
