@@ -63,7 +63,9 @@ extern "C" {
      "position mismatch: a block hash does not carry its sequence position")      \
   XX(TRACE, "malformed_trace", "malformed trace")                                  \
   XX(IO, "io_error", "input/output error")                                         \
-  XX(CANCELLED, "cancelled", "cancelled by the caller")
+  XX(CANCELLED, "cancelled", "cancelled by the caller")                            \
+  XX(NOT_HELD, "not_held",                                                         \
+     "no reference of the caller holds this hash (never acquired, or released already)")
 
 typedef enum {
   KVBM__ERR_BASE = -1000,
@@ -211,9 +213,12 @@ KVBM_API void kvbm_registry_set_hooks(kvbm_registry *r, const kvbm_registry_hook
 
 KVBM_API int kvbm_registry_is_registered(const kvbm_registry *r, kvbm_hash h);
 KVBM_API size_t kvbm_registry_count(const kvbm_registry *r); /* live registrations */
-/* Takes/drops a reference that keeps h registered (a registration handle). */
+/* Takes/drops a reference that keeps h registered (a registration handle).
+ * Unacquire drops only what acquire (or kvbm_downgrade) took: a hash with no
+ * such reference left fails with KVBM_ENOT_HELD and changes nothing, so a
+ * stray call can never take the reference a manager's block holds. */
 KVBM_API KVBM_NODISCARD int kvbm_registry_acquire(kvbm_registry *r, kvbm_hash h);
-KVBM_API void kvbm_registry_unacquire(kvbm_registry *r, kvbm_hash h);
+KVBM_API int kvbm_registry_unacquire(kvbm_registry *r, kvbm_hash h);
 /* Presence of h in the tier of manager number `tier` (kvbm_manager_tier). */
 KVBM_API int kvbm_registry_present(const kvbm_registry *r, kvbm_hash h, unsigned tier);
 KVBM_API int kvbm_registry_has_frequency(const kvbm_registry *r);
@@ -340,9 +345,14 @@ typedef enum {
 } kvbm_block_state_t;
 
 KVBM_API KVBM_NODISCARD int kvbm_downgrade(kvbm_manager *m, kvbm_block ib, kvbm_weak *w);
-/* 1 with *ib set, 0 when the hash is in neither pool any more. */
+/* 1 with *ib set, 0 when the hash is in neither pool any more; KVBM_ESTALE
+ * for a released weak block. */
 KVBM_API KVBM_NODISCARD int kvbm_weak_upgrade(kvbm_manager *m, const kvbm_weak *w, kvbm_block *ib);
-KVBM_API void kvbm_weak_release(kvbm_manager *m, kvbm_weak *w);
+/* Lets go of the registration and marks *w released: releasing it again
+ * fails with KVBM_ESTALE (and a copy released twice with KVBM_ENOT_HELD once
+ * no weak block or acquire holds the hash), never dropping another holder's
+ * reference. */
+KVBM_API int kvbm_weak_release(kvbm_manager *m, kvbm_weak *w);
 
 /* Longest prefix of hashes found in either pool (inactive ones are
  * resurrected; only a hash in neither pool stops it). Returns the count. */

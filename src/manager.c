@@ -481,6 +481,7 @@ int kvbm_downgrade(kvbm_manager *m, kvbm_block ib, kvbm_weak *w) {
   if (rc) return rc;
   kvbm__entry *en = entry_at(m, m->entry[s]);
   en->refs++; /* a weak block keeps the registration */
+  en->holds++;
   w->hash = en->hash;
   w->block = ib;
   return 0;
@@ -489,6 +490,7 @@ int kvbm_downgrade(kvbm_manager *m, kvbm_block ib, kvbm_weak *w) {
 int kvbm_weak_upgrade(kvbm_manager *m, const kvbm_weak *w, kvbm_block *ib) {
   uint32_t s;
   kvbm_block b = w->block;
+  if (b == KVBM_NO_BLOCK) return KVBM_ESTALE; /* released */
   if (slot_of(m, b, IMMUTABLE, &s) == 0) { /* phase 1: the same block is alive */
     m->refs[s]++;
   } else { /* phase 2: by hash, from either pool */
@@ -500,7 +502,12 @@ int kvbm_weak_upgrade(kvbm_manager *m, const kvbm_weak *w, kvbm_block *ib) {
   return 1;
 }
 
-void kvbm_weak_release(kvbm_manager *m, kvbm_weak *w) { kvbm_registry_unacquire(m->reg, w->hash); }
+int kvbm_weak_release(kvbm_manager *m, kvbm_weak *w) {
+  if (w->block == KVBM_NO_BLOCK) return KVBM_ESTALE; /* released already */
+  int rc = kvbm_registry_unacquire(m->reg, w->hash);
+  if (rc == 0) w->block = KVBM_NO_BLOCK;
+  return rc;
+}
 
 /* ----------------------------------------------------------- lookups */
 
@@ -627,6 +634,12 @@ int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size
     if (owners > 1) return snprintf(msg, size, "entry %zu: %u primary/inactive slots", e, owners), -1;
     if (en->slot[m->tier] != NONE && m->entry[en->slot[m->tier]] != e)
       return snprintf(msg, size, "entry %zu: owner slot holds another hash", e), -1;
+    /* every reference is a slot of some tier or a hold (acquire, weak) */
+    uint32_t slots = 0;
+    for (unsigned t = 0; t < KVBM_MAX_TIERS; t++) slots += en->presence[t];
+    if (KVBM__REFS(en) != slots + en->holds)
+      return snprintf(msg, size, "entry %zu: %u references for %u slots and %u holds", e,
+                      KVBM__REFS(en), slots, en->holds), -1;
   }
   /* each duplicate holds one reference on its primary; a primary whose own
    * guards are all gone lives on that keepalive alone (refs == dups) */

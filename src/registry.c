@@ -123,12 +123,16 @@ int kvbm_registry_acquire(kvbm_registry *r, kvbm_hash h) {
     e = kvbm__registry_create(r, h);
   }
   r->entries[e].refs++;
+  r->entries[e].holds++;
   return 0;
 }
 
-void kvbm_registry_unacquire(kvbm_registry *r, kvbm_hash h) {
+int kvbm_registry_unacquire(kvbm_registry *r, kvbm_hash h) {
   uint32_t e = kvbm__registry_find(r, h);
-  if (e != KVBM__NONE) kvbm__registry_unref(r, e);
+  if (e == KVBM__NONE || r->entries[e].holds == 0) return KVBM_ENOT_HELD;
+  r->entries[e].holds--;
+  kvbm__registry_unref(r, e);
+  return 0;
 }
 
 int kvbm_registry_present(const kvbm_registry *r, kvbm_hash h, unsigned tier) {

@@ -17,6 +17,7 @@
 typedef struct kvbm__entry {
   kvbm_hash hash; /* first: the map reads keys from here */
   uint32_t refs;
+  uint32_t holds; /* of refs: acquires and weak blocks, the only ones unacquire may drop */
   uint32_t mark;                       /* scan de-duplication epoch */
   uint32_t slot[KVBM_MAX_TIERS];       /* this hash's primary or inactive slot per tier */
   uint32_t presence[KVBM_MAX_TIERS];   /* primary + duplicate + inactive slots per tier */

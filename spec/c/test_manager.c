@@ -96,7 +96,7 @@ static void test_lifecycle(void) {
      "allocating everything evicts it and says which hash went");
   ok(kvbm_weak_upgrade(m, &w, &up) == 0, "after the eviction the weak block cannot upgrade");
   ok(kvbm_registry_is_registered(reg, H(0, 1)), "but it keeps the registration alive");
-  kvbm_weak_release(m, &w);
+  ok(kvbm_weak_release(m, &w) == 0, "a weak block releases");
   ok(!kvbm_registry_is_registered(reg, H(0, 1)), "until it is released");
   for (int i = 0; i < 4; i++) MUST(kvbm_release(m, four[i]));
 
@@ -278,6 +278,48 @@ static void test_allocation_failure(void) {
   ok(failures > 5 && clean, "every failed allocation is reported (%d) and nothing leaks", failures);
 }
 
+/* Unbalanced releases: an unacquire with no acquire behind it, or a weak
+ * block released twice, must fail and leave the reference of the slot that
+ * carries the hash alone (it used to free the entry under the slot, which
+ * then reported the next hash registered). */
+static void test_unbalanced_release(void) {
+  kvbm_registry *reg;
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &reg));
+  kvbm_manager *m = make(reg, 2, KVBM_BACKEND_LRU, 0);
+  kvbm_hash h1 = H(0, 11), h2 = H(0, 22), got;
+  kvbm_block ib = reg1(m, h1);
+
+  ok(kvbm_registry_unacquire(reg, h1) == KVBM_ENOT_HELD && kvbm_registry_is_registered(reg, h1) &&
+         kvbm_registry_count(reg) == 1 && healthy(m),
+     "unacquire of a hash only a block holds fails and keeps the registration");
+  ok(kvbm_registry_unacquire(reg, h2) == KVBM_ENOT_HELD, "unacquire of an unknown hash fails");
+  MUST(kvbm_registry_acquire(reg, h2));
+  ok(kvbm_block_hash_of(m, ib, &got) == 0 && kvbm_hash_cmp(got, h1) == 0 && healthy(m),
+     "the block still reports its own hash after the next registration");
+  MUST(kvbm_registry_acquire(reg, h1));
+  ok(kvbm_registry_unacquire(reg, h1) == 0 && kvbm_registry_unacquire(reg, h1) == KVBM_ENOT_HELD &&
+         kvbm_registry_is_registered(reg, h1) && healthy(m),
+     "one acquire allows one unacquire, the second fails");
+
+  kvbm_weak wa, wb, copy;
+  kvbm_block up;
+  MUST(kvbm_downgrade(m, ib, &wa));
+  MUST(kvbm_downgrade(m, ib, &wb));
+  copy = wa;
+  ok(kvbm_weak_release(m, &wa) == 0 && kvbm_weak_release(m, &wa) == KVBM_ESTALE && healthy(m),
+     "a weak block released twice fails the second time");
+  ok(kvbm_weak_upgrade(m, &wa, &up) == KVBM_ESTALE, "a released weak block does not upgrade");
+  ok(kvbm_weak_release(m, &copy) == 0 && kvbm_weak_release(m, &wb) == KVBM_ENOT_HELD &&
+         kvbm_registry_is_registered(reg, h1) && healthy(m),
+     "a copy released as well uses up the holds, never the block's reference");
+  ok(kvbm_release(m, ib) == 0 && kvbm_manager_inactive(m) == 1 && healthy(m),
+     "the block is released once, into the inactive pool");
+  ok(kvbm_registry_unacquire(reg, h2) == 0 && !kvbm_registry_is_registered(reg, h2),
+     "the balanced unacquire still works");
+  kvbm_manager_free(m);
+  kvbm_registry_release(reg);
+}
+
 /* Fills every large block with a canary and fails allocation number
  * fail_at. At that moment it notes which large blocks are still untouched;
  * a free that finds one of those written counts the block as touched by the
@@ -402,7 +444,7 @@ static void test_random(void) {
       kvbm_block up;
       if (kvbm_downgrade(m, held[which][0], &w) == 0) {
         if (kvbm_weak_upgrade(m, &w, &up) == 1) held[which][nheld[which]++] = up;
-        kvbm_weak_release(m, &w);
+        (void)kvbm_weak_release(m, &w);
       }
     }
     good &= healthy(ms[0]) && healthy(ms[1]);
@@ -422,6 +464,7 @@ int main(void) {
   test_lifecycle();
   test_reject();
   test_config();
+  test_unbalanced_release();
   test_allocation_failure();
   test_failed_new_touches_nothing();
   test_random();

@@ -51,7 +51,7 @@ static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
   }
   bb->live = 0;
   if (rb->r) { /* NULL: the registry was finalized in this same cycle */
-    kvbm_registry_unacquire(rb->r, bb->w.hash);
+    (void)kvbm_registry_unacquire(rb->r, bb->w.hash); /* held: bb was live */
     lkvbm_flush_removed(L, rb);
   }
   return 0;
@@ -79,7 +79,7 @@ static int release(lua_State *L, const char *mt, int from_gc) {
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   if (weak)
-    kvbm_weak_release(mb->m, &bb->w);
+    (void)kvbm_weak_release(mb->m, &bb->w); /* held: bb was live */
   else
     (void)kvbm_release(mb->m, bb->b);
   lkvbm_core_end(L, mb, &cc);

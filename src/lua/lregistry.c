@@ -227,7 +227,7 @@ static int handle_release(lua_State *L) {
   HandleBox *hb = luaL_checkudata(L, 1, LKVBM_HANDLE_MT);
   if (hb->live && hb->rb->r) {
     hb->live = 0;
-    kvbm_registry_unacquire(hb->rb->r, hb->h);
+    (void)kvbm_registry_unacquire(hb->rb->r, hb->h); /* held: hb was live */
   }
   return 0;
 }
