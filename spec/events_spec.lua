@@ -114,6 +114,26 @@ describe("kvbm.events", function()
     ib:release()
   end)
 
+  it("keeps a failing events policy's last error, with its traceback, naming the events policy", function()
+    local m
+    local ev = kvbm.events{ policy = function(h) m:allocate(1); return true end }
+    assert.are.equal(0, ev:policy_errors())
+    assert.is_nil(select(2, ev:policy_errors()), "no error yet")
+    m = setup_mgr(ev, 4)
+    local ib = register(m, { H.new(1, 2, 0) })[1]
+    local count, last = ev:policy_errors()
+    assert.are.equal(1, count)
+    assert.matches("^events policy: .*kvbm: re%-entrant call: the events policy of this registry is running", last)
+    assert.not_matches("eviction", last)
+    assert.matches("stack traceback:", last)
+    ib:release()
+    local ev2 = kvbm.events{ policy = function() error({}) end }
+    local m2 = setup_mgr(ev2, 2)
+    local ib2 = register(m2, { H.new(7, 8, 0) })[1]
+    assert.matches("^events policy: %(error object is a table value%)", select(2, ev2:policy_errors()))
+    ib2:release()
+  end)
+
   it("a late subscriber misses earlier events; a slow one loses the oldest", function()
     local ev = kvbm.events()
     local early = ev:subscribe(2)

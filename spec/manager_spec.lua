@@ -142,6 +142,36 @@ describe("manager builder", function()
   end)
 end)
 
+describe("manager builder counts", function()
+  -- each used to be clamped into 0..2^32-1 silently (-1 became 0, 2^53 became 4294967295)
+  local BAD = {
+    { -1, "-1" }, { 2 ^ 32, "4294967296" }, { 1 << 53, "9007199254740992" }, { 2 ^ 53, "9007199254740992" },
+    { 0 / 0, "nan" }, { math.huge, "inf" }, { -math.huge, "-inf" }, { 1.5, "1.5" }, { "16", "a string" },
+    { {}, "a table" }, { true, "a boolean" },
+  }
+  for _, option in ipairs({ "blocks", "block_size" }) do
+    for _, case in ipairs(BAD) do
+      it(option .. " = " .. case[2] .. " raises, naming the option and the value", function()
+        local reg = kvbm.registry()
+        local opts = { blocks = 8, block_size = 4, registry = reg }
+        opts[option] = case[1]
+        local ok, err = pcall(kvbm.manager, opts)
+        assert.is_false(ok)
+        assert.are.equal("kvbm.manager: option '" .. option .. "' must be an integer in 0..4294967295, got "
+          .. case[2], err)
+        local m = assert(kvbm.manager { blocks = 8, block_size = 4, registry = reg }, "the registry is intact")
+        assert.are.equal(8, m:total())
+      end)
+    end
+  end
+
+  it("the largest count passes to the core's own validation", function()
+    local ok, err = kvbm.manager { blocks = 8, block_size = 4294967295, registry = kvbm.registry() }
+    assert.is_nil(ok)
+    assert.matches("Invalid block_size 4294967295", err.message)
+  end)
+end)
+
 -- ------------------------------------------------------------- allocation
 
 describe("manager allocation", function()

@@ -604,6 +604,9 @@ describe("Lua eviction policies", function()
         ["clone a block"] = function(ctx) return ctx.block:clone() end,
         ["read a block's hash"] = function(ctx) return ctx.block:hash() end,
         ["register a handle"] = function(ctx) return ctx.reg:handle(root(1)) end,
+        ["release a handle"] = function(ctx) return ctx.handle:release() end,
+        ["release a weak block"] = function(ctx) return ctx.weak:release() end,
+        ["touch the registry's tracker"] = function(ctx) return ctx.reg:touch(root(1)) end,
         ["use another manager of the registry"] = function(ctx) return ctx.other:allocate(1) end,
       }
       local names = {}
@@ -622,8 +625,14 @@ describe("Lua eviction policies", function()
           ctx.other = assert(kvbm.manager{ blocks = 1, block_size = 4, registry = reg, name = "G2" })
           local hs, keep = fill(m, ctx)
           ctx.block = keep
+          ctx.handle = reg:handle(root(999))
+          ctx.weak = keep:downgrade()
           local mbs, evicted = m:allocate_with_evictions(2)
-          assert.matches("re%-entrant", message)
+          assert.matches("re%-entrant call: a manager of this registry is running its eviction policy", message)
+          assert.is_true(ctx.handle:is_registered(), "the handle still holds its registration")
+          assert.are.equal(hs[5], ctx.weak:hash(), "the weak block is still live")
+          ctx.handle:release()
+          ctx.weak:release()
           assert.are.equal(1, m:metrics().policy_errors)
           assert.are.same(pick(hs, { 1, 2 }), evicted, "the fallback order")
           assert.are.equal(2, #mbs)
@@ -640,6 +649,51 @@ describe("Lua eviction policies", function()
           check(m)
         end)
       end
+
+      it("a collected handle waits for the policy to return before it lets go", function()
+        local m, reg, ctx = bad_manager(function(n, c, inner)
+          c.handle = nil
+          collectgarbage("collect")
+          return inner.victims(n)
+        end)
+        fill(m, ctx)
+        local h = root(999)
+        ctx.handle = reg:handle(h)
+        local mbs = m:allocate_with_evictions(1)
+        assert.are.equal(0, m:metrics().policy_errors)
+        collectgarbage("collect")
+        collectgarbage("collect")
+        assert.is_false(reg:is_registered(h), "released in a later cycle")
+        release_all(mbs)
+        check(m)
+      end)
+
+      it("keeps the last error with its traceback", function()
+        local function failing_victims() error("no victims today") end
+        local m, reg, ctx = bad_manager(function(n, c, inner)
+          if c.fail then failing_victims() end
+          if c.garbage then return { "x" } end
+          return inner.victims(n)
+        end)
+        assert.are.equal(0, m:policy_errors())
+        assert.is_nil(select(2, m:policy_errors()), "no error yet")
+        fill(m, ctx)
+        ctx.fail = true
+        local mbs = m:allocate_with_evictions(1)
+        local count, last = m:policy_errors()
+        assert.are.equal(1, count)
+        assert.matches("^victims: .*no victims today", last)
+        assert.matches("stack traceback:", last)
+        assert.matches("in %a* ?%a* ?'?failing_victims'?", last)
+        ctx.fail, ctx.garbage = false, true
+        release_all(mbs) -- back to the reset pool: the next eviction needs two
+        mbs = m:allocate_with_evictions(2)
+        count, last = m:policy_errors()
+        assert.are.equal(2, count)
+        assert.are.equal("victims: entry 1 is not a block id (a string)", last)
+        release_all(mbs)
+        check(m)
+      end)
 
       it("may read frequencies and counts (no re-entrancy for reads)", function()
         local seen

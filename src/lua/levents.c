@@ -37,6 +37,7 @@ typedef struct {
   lua_State *L;  /* main thread, for a Lua policy */
   int policy_ref;
   uint64_t policy_errors;
+  char last_error[1024]; /* the last failure of the Lua policy, with a traceback */
 } EventsBox;
 
 typedef struct {
@@ -77,11 +78,10 @@ kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy) {
 static int lua_policy(void *ud, kvbm_hash h) {
   EventsBox *eb = ud;
   lua_State *L = eb->L;
-  if (!lua_checkstack(L, 3)) return 0;
+  if (!lua_checkstack(L, 4)) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, eb->policy_ref);
   lkvbm_pushhash(L, h);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    lua_pop(L, 1);
+  if (lkvbm_pcall_keep(L, 1, 1, "events policy", eb->last_error, sizeof eb->last_error) != LUA_OK) {
     eb->policy_errors++;
     return 0; /* a failing policy emits nothing (and so no remove later) */
   }
@@ -157,9 +157,13 @@ static int events_should_emit(lua_State *L) {
   return 1;
 }
 
+/* ev:policy_errors() --> count, last error (with its traceback) or nil */
 static int events_policy_errors(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)((EventsBox *)luaL_checkudata(L, 1, EVENTS_MT))->policy_errors);
-  return 1;
+  EventsBox *eb = luaL_checkudata(L, 1, EVENTS_MT);
+  lua_pushinteger(L, (lua_Integer)eb->policy_errors);
+  if (!eb->last_error[0]) return 1;
+  lua_pushstring(L, eb->last_error);
+  return 2;
 }
 
 static SubBox *checksub(lua_State *L) {

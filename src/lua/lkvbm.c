@@ -1,4 +1,5 @@
 /* lkvbm.c - luaopen_kvbm: the module table, errors, the counting allocator. */
+#include <stdio.h>
 #include <string.h>
 
 #include "kvbm_lua.h"
@@ -127,6 +128,46 @@ uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n) {
   }
   *n = (size_t)len;
   return buf;
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int lkvbm_pcall_keep(lua_State *L, int nargs, int nresults, const char *what, char *err, size_t size) {
+  int base = lua_gettop(L) - nargs; /* the function */
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  int rc = lua_pcall(L, nargs, nresults, base);
+  if (rc != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    snprintf(err, size, "%s: %s", what, msg ? msg : "(error in the error handler)");
+    lua_pop(L, 1);
+  }
+  lua_remove(L, base);
+  return rc;
+}
+
+lua_Integer lkvbm_checkrange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi) {
+  int isint = 0;
+  lua_Integer v = lua_type(L, idx) == LUA_TNUMBER ? lua_tointegerx(L, idx, &isint) : 0;
+  if (!isint || v < lo || v > hi) {
+    char got[64];
+    lua_Number x = lua_tonumber(L, idx);
+    if (lua_isinteger(L, idx))
+      snprintf(got, sizeof got, LUA_INTEGER_FMT, lua_tointeger(L, idx));
+    else if (lua_type(L, idx) != LUA_TNUMBER)
+      snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
+    else if (x != x)
+      snprintf(got, sizeof got, "nan");
+    else
+      snprintf(got, sizeof got, "%.17g", (double)x); /* exact: 2^53 is not 9.007199254741e+15 */
+    luaL_error(L, "%s must be an integer in %I..%I, got %s", what, lo, hi, got);
+  }
+  return v;
 }
 
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known) {

@@ -29,6 +29,7 @@
 typedef struct {
   kvbm_registry *r;
   int busy;
+  const char *running; /* while busy: which Lua code runs (for the re-entry error) */
   int lua_hooks; /* its events manager calls a Lua policy on registration */
   int attached; /* hashes with attachments or touch callbacks */
   kvbm_hash *removed;
@@ -42,6 +43,7 @@ typedef struct {
   RegistryBox *reg;
   lua_State *L;    /* main thread, for policy callbacks */
   int policy_ref;  /* LUA_NOREF: a C backend */
+  char policy_error[1024]; /* the last failure of its Lua policy, with a traceback */
 } ManagerBox;
 
 /* A block guard; user value 1 is its manager box. */
@@ -53,6 +55,8 @@ typedef struct {
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx);
 RegistryBox *lkvbm_checkregistry(lua_State *L, int idx);
+#define LKVBM_RUNNING_EVICTION "a manager of this registry is running its eviction policy"
+#define LKVBM_RUNNING_EVENTS "the events policy of this registry is running (inside a registration)"
 /* Refuses a call that arrives while the registry's managers run policy code. */
 void lkvbm_enter(lua_State *L, RegistryBox *rb);
 /* Drops the attachments of registrations that ended (see RegistryBox). */
@@ -124,6 +128,14 @@ void lkvbm_open_trace(lua_State *L); /* kvbm.trace (ltrace.c) */
  * pointer or a copy of it; its close is a no-op, and after sink:close() its
  * publish and flush return KVBM_ECLOSED. */
 const kvbm_sink *lkvbm_tosink(lua_State *L, int idx);
+/* Calls the function below its nargs arguments like lua_pcall, with a
+ * traceback; a failure's message and traceback go to err (prefixed with
+ * what), and only the status is left: the error object is popped. */
+int lkvbm_pcall_keep(lua_State *L, int nargs, int nresults, const char *what, char *err, size_t size);
+/* The integer at idx, which must be a number with an integer value in
+ * lo..hi; otherwise raises "<what> must be an integer in lo..hi, got <value>"
+ * (no string coercion). */
+lua_Integer lkvbm_checkrange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi);
 /* Raises unless t (at idx) has only keys from the NULL-ended list. */
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);
 

@@ -24,6 +24,8 @@ void lkvbm_registry_begin(lua_State *L, RegistryBox *rb, int calls_lua, CoreCall
     cc->paused_gc = 1;
   }
   rb->busy = 1;
+  /* the eviction policy's calls say so themselves (lpolicy.c) */
+  rb->running = rb->lua_hooks ? LKVBM_RUNNING_EVENTS : LKVBM_RUNNING_EVICTION;
 }
 
 void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc) {
@@ -59,9 +61,9 @@ static uint32_t optcount(lua_State *L, int t, const char *field, uint32_t dflt, 
   uint32_t v = dflt;
   *given = !lua_isnil(L, -1);
   if (*given) {
-    lua_Integer i = luaL_checkinteger(L, -1);
-    v = i < 0 ? 0 : i > (lua_Integer)UINT32_MAX ? UINT32_MAX : (uint32_t)i;
-    if (i > (lua_Integer)UINT32_MAX || (i < 0)) v = (i < 0) ? 0 : UINT32_MAX;
+    const char *what = lua_pushfstring(L, "kvbm.manager: option '%s'", field);
+    v = (uint32_t)lkvbm_checkrange(L, -2, what, 0, (lua_Integer)UINT32_MAX);
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
   return v;
@@ -450,6 +452,17 @@ static int metrics_tostring(lua_State *L) {
   return 1;
 }
 
+/* m:policy_errors() --> count, last error (with its traceback) or nil */
+static int manager_policy_errors(lua_State *L) {
+  ManagerBox *mb = lkvbm_checkmanager(L, 1);
+  kvbm_metrics x;
+  kvbm_manager_metrics(mb->m, &x);
+  lua_pushinteger(L, (lua_Integer)x.policy_errors);
+  if (!mb->policy_error[0]) return 1;
+  lua_pushstring(L, mb->policy_error);
+  return 2;
+}
+
 static int manager_metrics(lua_State *L) {
   lkvbm_pushmetrics(L, lkvbm_checkmanager(L, 1)->m);
   return 1;
@@ -543,6 +556,7 @@ void lkvbm_open_manager(lua_State *L) {
       {"name", manager_name},
       {"registry", manager_registry},
       {"metrics", manager_metrics},
+      {"policy_errors", manager_policy_errors},
       {"close", manager_close},
       {NULL, NULL},
   };

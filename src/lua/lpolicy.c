@@ -2,7 +2,10 @@
  * its correctness; the policy table only orders victims:
  *   on_insert(id, h), on_remove(id, h), victims(n) --> {id...}
  * Every call is protected: an error or a bad answer is counted by the core
- * (kvbm_metrics.policy_errors) and the built-in order is used instead. */
+ * (kvbm_metrics.policy_errors), kept with its traceback (m:policy_errors())
+ * and the built-in order is used instead. */
+#include <stdio.h>
+
 #include "lkvbm.h"
 
 /* Pushes policy[name] ready to call; 0 when the policy has no such function. */
@@ -16,16 +19,27 @@ static int getfunc(ManagerBox *mb, const char *name) {
   return 0;
 }
 
+/* A protected call of the policy function pushed below its nargs
+ * arguments: a failure is kept (m:policy_errors()) with its traceback. A
+ * re-entrant call from it names the eviction policy, even when an events
+ * policy brackets the operation too. */
+static int call(ManagerBox *mb, const char *name, int nargs, int nresults) {
+  RegistryBox *rb = mb->reg;
+  const char *outer = rb->running;
+  rb->running = LKVBM_RUNNING_EVICTION;
+  int rc = lkvbm_pcall_keep(mb->L, nargs, nresults, name, mb->policy_error, sizeof mb->policy_error);
+  rb->running = outer;
+  return rc;
+}
+
 static int notify(void *ud, const char *name, uint32_t id, kvbm_hash h) {
   ManagerBox *mb = ud;
   lua_State *L = mb->L;
-  if (!lua_checkstack(L, 4)) return -1;
+  if (!lua_checkstack(L, 5)) return -1;
   if (!getfunc(mb, name)) return 0;
   lua_pushinteger(L, id);
   lkvbm_pushhash(L, h);
-  int rc = lua_pcall(L, 2, 0, 0);
-  if (rc != LUA_OK) lua_pop(L, 1);
-  return rc == LUA_OK ? 0 : -1;
+  return call(mb, name, 2, 0) == LUA_OK ? 0 : -1;
 }
 
 static int on_insert(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_insert", id, h); }
@@ -34,9 +48,12 @@ static int on_remove(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on
 static int victims(void *ud, size_t n, uint32_t *out) {
   ManagerBox *mb = ud;
   lua_State *L = mb->L;
-  if (!lua_checkstack(L, 4) || !getfunc(mb, "victims")) return -1;
+  if (!lua_checkstack(L, 5) || !getfunc(mb, "victims")) return -1;
   lua_pushinteger(L, (lua_Integer)n);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+  if (call(mb, "victims", 1, 1) != LUA_OK) return -1;
+  if (!lua_istable(L, -1)) {
+    snprintf(mb->policy_error, sizeof mb->policy_error,
+             "victims: returned a %s, expected a list of block ids", luaL_typename(L, -1));
     lua_pop(L, 1);
     return -1;
   }
@@ -46,6 +63,9 @@ static int victims(void *ud, size_t n, uint32_t *out) {
     lua_rawgeti(L, -1, (lua_Integer)k + 1);
     lua_Integer id = lua_tointegerx(L, -1, &isint);
     int done = lua_isnil(L, -1);
+    if (!done && k < n && (!isint || id < 0 || id > (lua_Integer)UINT32_MAX))
+      snprintf(mb->policy_error, sizeof mb->policy_error,
+               "victims: entry %d is not a block id (a %s)", (int)k + 1, luaL_typename(L, -1));
     lua_pop(L, 1);
     if (done || k == n) break;
     if (!isint || id < 0 || id > (lua_Integer)UINT32_MAX) {

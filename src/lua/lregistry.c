@@ -19,7 +19,7 @@ RegistryBox *lkvbm_checkregistry(lua_State *L, int idx) {
 
 void lkvbm_enter(lua_State *L, RegistryBox *rb) {
   if (rb->busy)
-    luaL_error(L, "kvbm: re-entrant call: a manager of this registry is running its eviction policy");
+    luaL_error(L, "kvbm: re-entrant call: %s", rb->running ? rb->running : LKVBM_RUNNING_EVICTION);
 }
 
 /* on_remove hook: no Lua here (this runs inside a core operation). */
@@ -49,7 +49,7 @@ static int pushrecord(lua_State *L, int ridx, kvbm_hash h, int create) {
 }
 
 void lkvbm_flush_removed(lua_State *L, RegistryBox *rb) {
-  if (rb->nremoved == 0) return;
+  if (rb->nremoved == 0 || rb->busy) return; /* busy: the bracket's end flushes */
   if (lkvbm_getbox(L, rb) != LUA_TUSERDATA) {
     lua_pop(L, 1); /* being collected: its attachments go with it */
     rb->nremoved = 0;
@@ -176,7 +176,9 @@ static int registry_has_frequency(lua_State *L) {
 
 static int registry_touch(lua_State *L) {
   RegistryBox *rb = lkvbm_checkregistry(L, 1);
-  kvbm_registry_touch(rb->r, lkvbm_checkhash(L, 2));
+  kvbm_hash h = lkvbm_checkhash(L, 2);
+  lkvbm_enter(L, rb); /* the tracker orders a frequency backend's victims */
+  kvbm_registry_touch(rb->r, h);
   return 0;
 }
 
@@ -223,14 +225,26 @@ static int registry_handle(lua_State *L) {
   return 1;
 }
 
-static int handle_release(lua_State *L) {
+/* Dropping a handle may end a registration: refused while policy code runs
+ * (a collected handle asks to be finalized again, in a later cycle). */
+static int release_handle(lua_State *L, int from_gc) {
   HandleBox *hb = luaL_checkudata(L, 1, LKVBM_HANDLE_MT);
   if (hb->live && hb->rb->r) {
+    if (hb->rb->busy) {
+      if (from_gc && lua_getmetatable(L, 1)) {
+        lua_setmetatable(L, 1);
+        return 0;
+      }
+      lkvbm_enter(L, hb->rb); /* raises */
+    }
     hb->live = 0;
     (void)kvbm_registry_unacquire(hb->rb->r, hb->h); /* held: hb was live */
   }
   return 0;
 }
+
+static int handle_release(lua_State *L) { return release_handle(L, 0); }
+static int handle_gc(lua_State *L) { return release_handle(L, 1); }
 
 static int handle_hash(lua_State *L) {
   lkvbm_pushhash(L, checkhandle(L, 1)->h);
@@ -241,6 +255,7 @@ static int handle_hash(lua_State *L) {
  * value, replaced) or multiple (a list), never both. */
 static int attach(lua_State *L, int unique) {
   HandleBox *hb = checkhandle(L, 1);
+  luaL_checktype(L, 2, LUA_TSTRING); /* names only: no NaN, table or number keys */
   luaL_checkany(L, 3);
   lua_getiuservalue(L, 1, 1); /* the registry userdata */
   int ridx = lua_gettop(L);
@@ -296,7 +311,7 @@ static int handle_attach_unique(lua_State *L) { return attach(L, 1); }
 /* get(name) -> the unique value, a copy of the multiple list, or nil */
 static int handle_get(lua_State *L) {
   HandleBox *hb = checkhandle(L, 1);
-  luaL_checkany(L, 2);
+  luaL_checktype(L, 2, LUA_TSTRING);
   lua_getiuservalue(L, 1, 1);
   if (!pushrecord(L, lua_gettop(L), hb->h, 0)) return luaL_pushfail(L), 1;
   int rec = lua_gettop(L);
@@ -380,7 +395,7 @@ void lkvbm_open_registry(lua_State *L) {
       {"handle", registry_handle},
       {NULL, NULL},
   };
-  static const luaL_Reg hmeta[] = {{"__gc", handle_release},
+  static const luaL_Reg hmeta[] = {{"__gc", handle_gc},
                                    {"__close", handle_release},
                                    {"__tostring", handle_tostring},
                                    {NULL, NULL}};
