@@ -53,6 +53,7 @@ typedef struct {
   lua_State *L;
   int sink_ref; /* a Lua function sink, or LUA_NOREF */
   char last_error[200];
+  int closed; /* pub:close() ran: flush raises, stats still reads the final counters */
 } PubBox;
 
 typedef struct {
@@ -248,7 +249,7 @@ static void on_sleep(struct ev_loop *loop, ev_timer *t, int revents) {
 static int loop_sleep(lua_State *L) {
   struct ev_loop *loop = checkloop(L, 1);
   lua_Number s = luaL_checknumber(L, 2);
-  luaL_argcheck(L, s >= 0, 2, "must be non-negative");
+  luaL_argcheck(L, s >= 0 && s < HUGE_VAL, 2, "must be a finite non-negative number of seconds");
   int done = 0;
   ev_timer t;
   ev_timer_init(&t, on_sleep, s, 0.);
@@ -262,7 +263,8 @@ static int loop_sleep(lua_State *L) {
 /* ---------------------------------------------------------- file sink */
 
 static int filesink_new(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 1, LUA_TSTRING); /* a path: sink.file(-1) must not create "-1" */
+  const char *path = lua_tostring(L, 1);
   FileSinkBox *fb = lua_newuserdatauv(L, sizeof *fb, 0);
   memset(fb, 0, sizeof *fb);
   luaL_setmetatable(L, FILESINK_MT);
@@ -285,7 +287,8 @@ static int filesink_close(lua_State *L) {
 
 /* kvbm.sink.read_file(path) --> { payload... } (each a wire message) */
 static int filesink_read(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *path = lua_tostring(L, 1);
   FILE *f = fopen(path, "rb");
   if (!f) {
     lkvbm_pusherror(L, KVBM_ESINK);
@@ -530,6 +533,7 @@ static int close_publisher(lua_State *L, PubBox *pb) {
 static int publisher_close(lua_State *L) {
   PubBox *pb = luaL_checkudata(L, 1, PUB_MT);
   if (!pb->p) return lua_pushboolean(L, 1), 1;
+  pb->closed = 1;
   return close_publisher(L, pb);
 }
 
@@ -544,6 +548,7 @@ static int publisher_gc(lua_State *L) {
 
 static int publisher_flush(lua_State *L) {
   PubBox *pb = checkpub(L);
+  if (pb->closed) return luaL_error(L, "attempt to flush a closed " PUB_MT);
   int rc = kvbm_publisher_flush(pb->p);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lua_pushboolean(L, 1);

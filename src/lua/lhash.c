@@ -5,7 +5,9 @@
 
 kvbm_hash lkvbm_checkhash(lua_State *L, int idx) {
   size_t len;
-  const char *s = luaL_checklstring(L, idx, &len);
+  /* no number coercion: 1 << 53 reads as the 16 digits "9007199254740992" */
+  if (lua_type(L, idx) != LUA_TSTRING) luaL_typeerror(L, idx, "16-byte sequence hash");
+  const char *s = lua_tolstring(L, idx, &len);
   if (len != 16) luaL_argerror(L, idx, "expected a 16-byte sequence hash");
   kvbm_hash h = kvbm_hash_from_bytes((const unsigned char *)s);
   if (!kvbm_hash_valid(h)) luaL_argerror(L, idx, "malformed sequence hash (mode bits 11)");
@@ -92,7 +94,8 @@ static int hash_tostring(lua_State *L) {
 static int hash_hex(lua_State *L) {
   static const char digits[] = "0123456789abcdef";
   size_t len;
-  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+  if (lua_type(L, 1) != LUA_TSTRING) luaL_typeerror(L, 1, "16-byte sequence hash"); /* no number coercion */
+  const unsigned char *s = (const unsigned char *)lua_tolstring(L, 1, &len);
   luaL_argcheck(L, len == 16, 1, "expected a 16-byte sequence hash");
   char out[32];
   for (int i = 0; i < 16; i++) out[2 * i] = digits[s[i] >> 4], out[2 * i + 1] = digits[s[i] & 15];

@@ -151,23 +151,44 @@ int lkvbm_pcall_keep(lua_State *L, int nargs, int nresults, const char *what, ch
   return rc;
 }
 
-lua_Integer lkvbm_checkrange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi) {
+/* Pushes "<what> must be an integer in lo..hi, got <value>" for the value at idx. */
+static const char *pushrange_error(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi) {
+  char got[64];
+  lua_Number x = lua_tonumber(L, idx);
+  if (lua_isinteger(L, idx))
+    snprintf(got, sizeof got, LUA_INTEGER_FMT, lua_tointeger(L, idx));
+  else if (lua_type(L, idx) != LUA_TNUMBER)
+    snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
+  else if (x != x)
+    snprintf(got, sizeof got, "nan");
+  else
+    snprintf(got, sizeof got, "%.17g", (double)x); /* exact: 2^53 is not 9.007199254741e+15 */
+  return lua_pushfstring(L, "%s must be an integer in %I..%I, got %s", what, lo, hi, got);
+}
+
+static int inrange(lua_State *L, int idx, lua_Integer lo, lua_Integer hi, lua_Integer *out) {
   int isint = 0;
   lua_Integer v = lua_type(L, idx) == LUA_TNUMBER ? lua_tointegerx(L, idx, &isint) : 0;
-  if (!isint || v < lo || v > hi) {
-    char got[64];
-    lua_Number x = lua_tonumber(L, idx);
-    if (lua_isinteger(L, idx))
-      snprintf(got, sizeof got, LUA_INTEGER_FMT, lua_tointeger(L, idx));
-    else if (lua_type(L, idx) != LUA_TNUMBER)
-      snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
-    else if (x != x)
-      snprintf(got, sizeof got, "nan");
-    else
-      snprintf(got, sizeof got, "%.17g", (double)x); /* exact: 2^53 is not 9.007199254741e+15 */
-    luaL_error(L, "%s must be an integer in %I..%I, got %s", what, lo, hi, got);
+  *out = v;
+  return isint && v >= lo && v <= hi;
+}
+
+lua_Integer lkvbm_checkrange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi) {
+  lua_Integer v;
+  idx = lua_absindex(L, idx);
+  if (!inrange(L, idx, lo, hi, &v)) {
+    pushrange_error(L, idx, what, lo, hi);
+    lua_error(L);
   }
   return v;
+}
+
+int lkvbm_torange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi, lua_Integer *out) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER) (void)lkvbm_checkrange(L, idx, what, lo, hi); /* raises */
+  if (inrange(L, idx, lo, hi, out)) return 1;
+  pushrange_error(L, idx, what, lo, hi);
+  return 0;
 }
 
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known) {

@@ -136,6 +136,10 @@ int lkvbm_pcall_keep(lua_State *L, int nargs, int nresults, const char *what, ch
  * lo..hi; otherwise raises "<what> must be an integer in lo..hi, got <value>"
  * (no string coercion). */
 lua_Integer lkvbm_checkrange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi);
+/* The same for a constructor's option, where a refused number is data (an
+ * invalid_config, doc/errors.md): raises only when the value is not a
+ * number; otherwise 1 with *out, or 0 with that message pushed. */
+int lkvbm_torange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi, lua_Integer *out);
 /* Raises unless t (at idx) has only keys from the NULL-ended list. */
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);
 
