@@ -551,7 +551,7 @@ describe("bad input", function()
     local mb = mutable(m)
     local allocated = state(m)
     assert.error_matches(function() mb:stage("short") end, "16%-byte")
-    assert.error_matches(function() mb:stage(nil) end, "string expected")
+    assert.error_matches(function() mb:stage(nil) end, "16%-byte sequence hash expected, got nil")
     assert.error_matches(function() mb:stage(iota(31), "four") end, "number expected")
     assert.error_matches(function() mb:stage(iota(31), -4) end, "non%-negative")
     local cb, err = mb:stage(iota(31), 0)
@@ -568,16 +568,24 @@ describe("bad input", function()
 
   it("manager options: wrong types and unknown options raise", function()
     local r = kvbm.registry()
-    assert.error_matches(function() kvbm.manager { blocks = "ten", registry = r } end, "number expected")
-    assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, backend = "fifo" } end, "invalid option 'fifo'")
-    assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, duplicates = "maybe" } end, "invalid option")
+    assert.error_matches(function() kvbm.manager { blocks = "ten", registry = r } end,
+      "option 'blocks' must be an integer in 0..4294967295, got a string", nil, true)
+    assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, backend = "fifo" } end,
+      "option 'backend' (or a policy table) must be one of lineage, lineage_fifo, lru, multi_lru, hashmap, got 'fifo'", nil, true)
+    assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, duplicates = "maybe" } end,
+      "option 'duplicates' must be one of allow, reject, got 'maybe'", nil, true)
     assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, block = 4 } end, "unknown option 'block'")
-    assert.error_matches(function() kvbm.manager { blocks = 4, registry = m } end, "kvbm.Registry expected")
+    assert.error_matches(function() kvbm.manager { blocks = 4, registry = m } end,
+      "option 'registry' must be a kvbm.registry(), got a kvbm.Manager", nil, true)
     assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, backend = {} } end, "victims")
     assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, backend = "multi_lru",
-      thresholds = { 1, 2 } } end, "number expected")
+      thresholds = { 1, 2 } } end, "thresholds[3] must be an integer in 0..255, got a nil", nil, true)
     assert.error_matches(function() kvbm.manager() end, "table expected")
+    -- a refused count is shown as given (it used to be clamped to 0)
     local none, err = kvbm.manager { blocks = -4, registry = r }
+    assert.is_nil(none)
+    assert.matches("option 'blocks' must be an integer in 0..4294967295, got -4", err.message, 1, true)
+    none, err = kvbm.manager { blocks = 0, registry = r }
     assert.is_nil(none)
     assert.matches("block_count must be greater than 0", err.message)
   end)

@@ -151,7 +151,8 @@ describe("kvbm.events", function()
   end)
 
   it("rejects bad options", function()
-    assert.error_matches(function() kvbm.events{ policy = "some" } end, "invalid option")
+    assert.error_matches(function() kvbm.events{ policy = "some" } end,
+      "option 'policy' (or a function, or {min=, max=}) must be one of all, power_of_two, got 'some'", nil, true)
     assert.error_matches(function() kvbm.events{ polcy = "all" } end, "unknown option")
     assert.error_matches(function() kvbm.events{ policy = { min = 10, max = 5 } } end, "min <= max")
     assert.error_matches(function() kvbm.events():subscribe(0) end, "capacity")

@@ -88,6 +88,7 @@ local CALLS = {
   { nil, "wire.encode", W({ kind = "create", hashes = {}, instance_id = 1 }) }, { nil, "wire.decode", W("@msg") },
   { nil, "assignments", A(0) }, { nil, "zip_assigned", W("@asg", "@asg2") }, { nil, "zip_assigned_pending", W("@asg", "@asg2") },
   { nil, "prometheus", W({}) }, { nil, "_debug.check", W("@m") }, { nil, "_debug.live", A() },
+  { nil, "new_error", A("no_space", "a message", {}) },
   -- sequences
   { "seq", "append", A(5) }, { "seq", "extend", A({ 5, 6 }) }, { "seq", "block_hash", A(0) }, { "seq", "block_size", A() },
   { "seq", "blocks", A() }, { "seq", "hash", A(0) }, { "seq", "hashes", A() }, { "seq", "partial", A() }, { "seq", "pop", A() },
@@ -174,6 +175,22 @@ local function probe(what, f, ...)
   return "returned"
 end
 
+-- The options of every constructor that takes a table: a valid table, and
+-- for each option the values it may legitimately take besides its own type.
+local OPTIONS = {
+  { "manager", function(w) return { blocks = 8, block_size = 4, registry = kvbm.registry { frequency = "small" },
+      name = "G9", backend = "multi_lru", thresholds = { 3, 8, 15 }, duplicates = "allow", reset_on_release = false } end,
+    accepts = { backend = { ["a table"] = "a policy table" } } },
+  { "registry", function(w) return { frequency = "small", events = kvbm.events() } end,
+    accepts = { frequency = { ["true"] = "on (medium)" } } },
+  { "events", function(w) return { policy = "all" } end,
+    accepts = { policy = { ["a function"] = "a Lua policy", ["a table"] = "{min, max}" } } },
+  { "publisher", function(w) return { events = w.ev, loop = w.loop, instance_id = 1, window = 0.01, max_batch = 16,
+      subject = "s", sink = function() end, capacity = 64 } end,
+    accepts = { instance_id = { ["a string"] = "a 16-byte id (length checked)" }, window = { ["1.5"] = "seconds", ["2^53 (integer)"] = "seconds (the window's range is issue 10 item 4)" },
+      sink = { ["a function"] = "a Lua sink" } } },
+}
+
 describe("the misuse sweep", function()
   it("lists every function and method of the binding", function()
     local listed = {}
@@ -242,6 +259,42 @@ describe("the misuse sweep", function()
     assert.are.same({}, accepted, "hostile arguments taken silently")
     local counts, msg = kvbm._debug.check(w.m)
     assert(counts, msg)
+    free(w)
+    collectgarbage("collect")
+  end)
+
+  it("refuses hostile option values of every constructor, naming the option", function()
+    local w = world()
+    local accepted = {}
+    for _, ctor in ipairs(OPTIONS) do
+      local f = kvbm[ctor[1]]
+      local made = {}
+      for name in pairs(ctor[2](w)) do
+        for _, hv in ipairs(HOSTILE) do
+          local opts = ctor[2](w)
+          local was = opts[name]
+          opts[name] = hv[2]
+          local what = string.format("kvbm.%s{ %s = %s }", ctor[1], name, hv[1])
+          local r = table.pack(pcall(f, opts))
+          if not r[1] then
+            assert_clean(what, r[2])
+            if not (r[2]:find(name, 1, true) or r[2]:find("expected", 1, true)) then
+              problems[#problems + 1] = what .. ": the message does not name the option: " .. r[2]
+            end
+          elseif r[2] ~= nil then
+            made[#made + 1] = r[2]
+            local same_kind = math.type(was) == "integer" and IN_RANGE_FOR_INTEGERS[hv[1]]
+              or type(was) == type(hv[2]) and math.type(was) == math.type(hv[2])
+            local ok_value = ctor.accepts and ctor.accepts[name] and ctor.accepts[name][hv[1]]
+            if not same_kind and not ok_value then accepted[#accepted + 1] = what end
+          end
+        end
+      end
+      for _, obj in ipairs(made) do if obj.close then pcall(obj.close, obj) end end
+    end
+    assert.are.same({}, problems, "unclear errors")
+    assert.are.same({}, accepted, "hostile option values taken silently")
+    assert(kvbm._debug.check(w.m))
     free(w)
     collectgarbage("collect")
   end)

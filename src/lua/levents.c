@@ -71,7 +71,8 @@ EventsBox *lkvbm_checkevents(lua_State *L, int idx) {
 }
 
 kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy) {
-  EventsBox *eb = luaL_checkudata(L, idx, EVENTS_MT);
+  EventsBox *eb = luaL_testudata(L, idx, EVENTS_MT);
+  if (!eb) return NULL;
   *lua_policy = eb->policy_ref != LUA_NOREF;
   return eb->ev;
 }
@@ -112,13 +113,15 @@ static int events_new(lua_State *L) {
   } else if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "min");
     lua_getfield(L, -2, "max");
-    lua_Integer min = luaL_optinteger(L, -2, 16), max = luaL_optinteger(L, -1, 65536);
-    if (min < 0 || max < min) return luaL_error(L, "events policy: need 0 <= min <= max");
+    lua_Integer min = lua_isnil(L, -2) ? 16 : lkvbm_checkrange(L, -2, "kvbm.events: policy.min", 0, LUA_MAXINTEGER);
+    lua_Integer max = lua_isnil(L, -1) ? 65536 : lkvbm_checkrange(L, -1, "kvbm.events: policy.max", 0, LUA_MAXINTEGER);
+    if (max < min) return luaL_error(L, "kvbm.events: policy needs min <= max, got min %I, max %I", min, max);
     kvbm_events_policy_power_of_two(eb->ev, (uint64_t)min, (uint64_t)max);
     lua_pop(L, 3);
   } else if (!lua_isnil(L, -1)) {
     static const char *const names[] = {"all", "power_of_two", NULL};
-    if (luaL_checkoption(L, -1, NULL, names) == 1) kvbm_events_policy_power_of_two(eb->ev, 16, 65536);
+    if (lkvbm_checkchoice(L, -1, "kvbm.events: option 'policy' (or a function, or {min=, max=})", names) == 1)
+      kvbm_events_policy_power_of_two(eb->ev, 16, 65536);
     lua_pop(L, 1);
   }
   lua_settop(L, 2);

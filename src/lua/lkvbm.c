@@ -78,8 +78,8 @@ int lkvbm_pusherror(lua_State *L, int rc) {
  * the pure-Lua modules' expected failures; fields (a table) becomes the
  * error, so its detail fields stay. */
 static int new_error(lua_State *L) {
-  luaL_checkstring(L, 1);
-  luaL_checkstring(L, 2);
+  luaL_checktype(L, 1, LUA_TSTRING); /* no number coercion: a code is a lower_snake name */
+  luaL_checktype(L, 2, LUA_TSTRING);
   if (lua_isnoneornil(L, 3)) {
     lua_settop(L, 2);
     lua_createtable(L, 0, 2);
@@ -158,7 +158,7 @@ static const char *pushrange_error(lua_State *L, int idx, const char *what, lua_
   if (lua_isinteger(L, idx))
     snprintf(got, sizeof got, LUA_INTEGER_FMT, lua_tointeger(L, idx));
   else if (lua_type(L, idx) != LUA_TNUMBER)
-    snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
+    snprintf(got, sizeof got, "a %s", lkvbm_kind(L, idx));
   else if (x != x)
     snprintf(got, sizeof got, "nan");
   else
@@ -189,6 +189,30 @@ int lkvbm_torange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_I
   if (inrange(L, idx, lo, hi, out)) return 1;
   pushrange_error(L, idx, what, lo, hi);
   return 0;
+}
+
+const char *lkvbm_kind(lua_State *L, int idx) {
+  const char *name = NULL;
+  int t = luaL_getmetafield(L, idx, "__name"); /* reads idx before it pushes */
+  if (t == LUA_TSTRING) name = lua_tostring(L, -1); /* the metatable keeps it */
+  if (t != LUA_TNIL) lua_pop(L, 1);
+  return name ? name : luaL_typename(L, idx);
+}
+
+int lkvbm_checkchoice(lua_State *L, int idx, const char *what, const char *const *names) {
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+  for (int i = 0; s && names[i]; i++)
+    if (strcmp(names[i], s) == 0) return i;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 0; names[i]; i++) {
+    if (i) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, names[i]);
+  }
+  luaL_pushresult(&b);
+  if (s)
+    return luaL_error(L, "%s must be one of %s, got '%s'", what, lua_tostring(L, -1), s);
+  return luaL_error(L, "%s must be one of %s, got a %s", what, lua_tostring(L, -1), lkvbm_kind(L, idx));
 }
 
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known) {

@@ -115,7 +115,7 @@ void lkvbm_open_manager(lua_State *L);  /* kvbm.manager, kvbm.prometheus */
 void lkvbm_open_blocks(lua_State *L);   /* the guard classes */
 void lkvbm_open_blockset(lua_State *L); /* kvbm.BlockSet and its manager methods */
 void lkvbm_open_events(lua_State *L);   /* kvbm.events, kvbm.loop, kvbm.publisher, kvbm.sink.file */
-/* The C events of a kvbm.Events at idx; *lua_policy: it calls Lua. */
+/* The C events of a kvbm.Events at idx (NULL when it is not one); *lua_policy: it calls Lua. */
 kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy);
 const kvbm_sink *lkvbm_tofilesink(lua_State *L, int idx); /* NULL unless a kvbm.FileSink */
 kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx); /* NULL unless a kvbm.Sequence */
@@ -140,6 +140,11 @@ lua_Integer lkvbm_checkrange(lua_State *L, int idx, const char *what, lua_Intege
  * invalid_config, doc/errors.md): raises only when the value is not a
  * number; otherwise 1 with *out, or 0 with that message pushed. */
 int lkvbm_torange(lua_State *L, int idx, const char *what, lua_Integer lo, lua_Integer hi, lua_Integer *out);
+/* What the value at idx is, for messages: its class (__name) or its type. */
+const char *lkvbm_kind(lua_State *L, int idx);
+/* The index in the NULL-ended names of the string at idx; otherwise raises
+ * "<what> must be one of a, b, c, got <value>". */
+int lkvbm_checkchoice(lua_State *L, int idx, const char *what, const char *const *names);
 /* Raises unless t (at idx) has only keys from the NULL-ended list. */
 void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known);
 

@@ -56,17 +56,22 @@ static const char *const backend_names[] = {KVBM_BACKEND_MAP(BACKEND_NAME) NULL}
 #undef BACKEND_NAME
 static const char *const duplicate_names[] = {"allow", "reject", NULL};
 
-static uint32_t optcount(lua_State *L, int t, const char *field, uint32_t dflt, int *given) {
+/* A count option into *v (dflt when absent, *given says which): 1, or 0
+ * with the refusal's message pushed (a configuration is data: invalid_config);
+ * a value that is not a number raises. */
+static int optcount(lua_State *L, int t, const char *field, uint32_t dflt, uint32_t *v, int *given) {
   lua_getfield(L, t, field);
-  uint32_t v = dflt;
+  *v = dflt;
   *given = !lua_isnil(L, -1);
   if (*given) {
-    const char *what = lua_pushfstring(L, "kvbm.manager: option '%s'", field);
-    v = (uint32_t)lkvbm_checkrange(L, -2, what, 0, (lua_Integer)UINT32_MAX);
+    lua_Integer i;
+    const char *what = lua_pushfstring(L, "option '%s'", field);
+    if (!lkvbm_torange(L, -2, what, 0, (lua_Integer)UINT32_MAX, &i)) return 0;
+    *v = (uint32_t)i;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  return v;
+  return 1;
 }
 
 static int config_error(lua_State *L, const char *msg) {
@@ -85,43 +90,54 @@ static int manager_new(lua_State *L) {
   int given;
   /* the crate's build() order: registry first, then block_count */
   lua_getfield(L, 1, "registry");
+  if (!lua_isnil(L, -1) && !luaL_testudata(L, -1, LKVBM_REGISTRY_MT))
+    return luaL_error(L, "kvbm.manager: option 'registry' must be a kvbm.registry(), got a %s", lkvbm_kind(L, -1));
   RegistryBox *rb = lua_isnil(L, -1) ? NULL : lkvbm_checkregistry(L, -1);
   int ridx = lua_gettop(L);
   if (!rb) return config_error(L, "registry is required");
   lkvbm_enter(L, rb);
   cfg.registry = rb->r;
 
-  cfg.block_count = optcount(L, 1, "blocks", 0, &given);
+  if (!optcount(L, 1, "blocks", 0, &cfg.block_count, &given)) return config_error(L, lua_tostring(L, -1));
   if (!given) return config_error(L, "block_count is required");
-  cfg.block_size = optcount(L, 1, "block_size", 16, &given);
+  if (!optcount(L, 1, "block_size", 16, &cfg.block_size, &given)) return config_error(L, lua_tostring(L, -1));
   if (given && cfg.block_size == 0) return config_error(L, "Invalid block_size 0: must be a power of 2 between 1 and 1024");
 
   lua_getfield(L, 1, "name");
-  cfg.name = luaL_optstring(L, -1, NULL);
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+    return luaL_error(L, "kvbm.manager: option 'name' must be a string, got a %s", lkvbm_kind(L, -1));
+  cfg.name = lua_tostring(L, -1);
   lua_getfield(L, 1, "backend");
   int pidx = 0;
   if (lua_istable(L, -1)) {
     cfg.backend = KVBM_BACKEND_POLICY;
     pidx = lua_gettop(L);
     lua_getfield(L, pidx, "victims");
-    if (!lua_isfunction(L, -1)) luaL_error(L, "a Lua policy backend needs a victims(n) function");
+    if (!lua_isfunction(L, -1)) luaL_error(L, "kvbm.manager: a Lua policy backend needs a victims(n) function");
     lua_pop(L, 1);
   } else if (!lua_isnil(L, -1)) {
-    cfg.backend = (kvbm_backend)luaL_checkoption(L, -1, NULL, backend_names);
+    cfg.backend = (kvbm_backend)lkvbm_checkchoice(L, -1, "kvbm.manager: option 'backend' (or a policy table)", backend_names);
   }
   lua_getfield(L, 1, "thresholds");
-  if (!lua_isnil(L, -1)) { /* checked by kvbm_manager_config_check */
-    luaL_checktype(L, -1, LUA_TTABLE);
+  if (!lua_isnil(L, -1)) { /* the values are checked by kvbm_manager_config_check */
+    if (!lua_istable(L, -1))
+      return luaL_error(L, "kvbm.manager: option 'thresholds' must be a table of three integers, got a %s",
+                        lkvbm_kind(L, -1));
     for (int i = 0; i < 3; i++) {
       lua_rawgeti(L, -1, i + 1);
-      lua_Integer t = luaL_checkinteger(L, -1);
-      cfg.thresholds[i] = (uint8_t)(t < 0 ? 0 : t > UINT8_MAX ? UINT8_MAX : t);
-      lua_pop(L, 1);
+      lua_Integer t;
+      const char *what = lua_pushfstring(L, "thresholds[%d]", i + 1);
+      if (!lkvbm_torange(L, -2, what, 0, UINT8_MAX, &t))
+        return config_error(L, lua_tostring(L, -1));
+      cfg.thresholds[i] = (uint8_t)t;
+      lua_pop(L, 2);
     }
   }
   lua_getfield(L, 1, "duplicates");
-  cfg.reject_duplicates = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, duplicate_names);
+  cfg.reject_duplicates = lua_isnil(L, -1) ? 0 : lkvbm_checkchoice(L, -1, "kvbm.manager: option 'duplicates'", duplicate_names);
   lua_getfield(L, 1, "reset_on_release");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    return luaL_error(L, "kvbm.manager: option 'reset_on_release' must be a boolean, got a %s", lkvbm_kind(L, -1));
   cfg.reset_on_release = lua_toboolean(L, -1);
   cfg.alloc = lkvbm_allocator(L);
 

@@ -85,7 +85,7 @@ static int registry_new(lua_State *L) {
     if (lua_isboolean(L, -1))
       freq = lua_toboolean(L, -1) ? KVBM_FREQUENCY_MEDIUM : KVBM_FREQUENCY_NONE;
     else if (!lua_isnil(L, -1))
-      freq = luaL_checkoption(L, -1, NULL, frequency_names);
+      freq = lkvbm_checkchoice(L, -1, "kvbm.registry: option 'frequency' (or a boolean)", frequency_names);
     lua_pop(L, 1);
   }
   RegistryBox *rb = lua_newuserdatauv(L, sizeof *rb, 2);
@@ -100,6 +100,8 @@ static int registry_new(lua_State *L) {
   kvbm_registry_set_hooks(rb->r, &hooks);
   if (!lua_isnoneornil(L, 1) && lua_getfield(L, 1, "events") != LUA_TNIL) {
     kvbm_events *ev = lkvbm_events_of(L, -1, &rb->lua_hooks);
+    if (!ev) /* the registry box is collected; its registry goes with it */
+      return luaL_error(L, "kvbm.registry: option 'events' must be a kvbm.events(), got a %s", lkvbm_kind(L, -1));
     kvbm_registry_set_events(rb->r, ev);
     lua_setiuservalue(L, -2, 2); /* keeps the events (and its Lua policy) alive */
   } else if (!lua_isnoneornil(L, 1)) {
