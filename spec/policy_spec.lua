@@ -651,16 +651,18 @@ describe("Lua eviction policies", function()
       end
 
       it("a collected handle waits for the policy to return before it lets go", function()
+        local h, during = root(999), nil
         local m, reg, ctx = bad_manager(function(n, c, inner)
           c.handle = nil
           collectgarbage("collect")
+          during = c.reg:is_registered(h)
           return inner.victims(n)
         end)
         fill(m, ctx)
-        local h = root(999)
         ctx.handle = reg:handle(h)
         local mbs = m:allocate_with_evictions(1)
         assert.are.equal(0, m:metrics().policy_errors)
+        assert.is_true(during, "not released while victims() ran")
         collectgarbage("collect")
         collectgarbage("collect")
         assert.is_false(reg:is_registered(h), "released in a later cycle")
