@@ -143,8 +143,8 @@ static int events_gc(lua_State *L) {
 
 static int events_subscribe(lua_State *L) {
   EventsBox *eb = luaL_checkudata(L, 1, EVENTS_MT);
-  lua_Integer cap = luaL_optinteger(L, 2, 1024);
-  luaL_argcheck(L, cap > 0, 2, "capacity must be positive");
+  /* a ring of events per subscriber: 2^32 of them is already 96 GiB */
+  lua_Integer cap = lua_isnoneornil(L, 2) ? 1024 : lkvbm_checkrange(L, 2, "capacity", 1, (lua_Integer)1 << 32);
   SubBox *sb = lua_newuserdatauv(L, sizeof *sb, 1);
   sb->s = NULL;
   luaL_setmetatable(L, SUB_MT);
