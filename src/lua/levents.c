@@ -53,7 +53,6 @@ typedef struct {
   lua_State *L;
   int sink_ref; /* a Lua function sink, or LUA_NOREF */
   char last_error[200];
-  int closed; /* pub:close() ran: flush raises, stats still reads the final counters */
 } PubBox;
 
 typedef struct {
@@ -536,7 +535,6 @@ static int close_publisher(lua_State *L, PubBox *pb) {
 static int publisher_close(lua_State *L) {
   PubBox *pb = luaL_checkudata(L, 1, PUB_MT);
   if (!pb->p) return lua_pushboolean(L, 1), 1;
-  pb->closed = 1;
   return close_publisher(L, pb);
 }
 
@@ -551,7 +549,6 @@ static int publisher_gc(lua_State *L) {
 
 static int publisher_flush(lua_State *L) {
   PubBox *pb = checkpub(L);
-  if (pb->closed) return luaL_error(L, "attempt to flush a closed " PUB_MT);
   int rc = kvbm_publisher_flush(pb->p);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lua_pushboolean(L, 1);
