@@ -327,6 +327,11 @@ KVBM_API KVBM_NODISCARD int kvbm_register_all(kvbm_manager *m, const kvbm_block 
  * the reset pool; the last reference of an immutable block sends it to the
  * inactive cache (or to the reset pool, with reset-on-release). */
 KVBM_API int kvbm_release(kvbm_manager *m, kvbm_block b);
+/* Releases n handles in order (stale ones are skipped) and reports which
+ * releases sent a block to the inactive cache: their indices go to
+ * inactive[] (room for n; may be NULL). Returns how many. A duplicate's last
+ * reference counts when it sends its primary there. */
+KVBM_API int kvbm_release_all(kvbm_manager *m, const kvbm_block *bs, size_t n, uint32_t *inactive);
 
 /* Immutable blocks: one more reference, and queries. */
 KVBM_API int kvbm_block_retain(kvbm_manager *m, kvbm_block ib);
@@ -684,6 +689,151 @@ KVBM_API size_t kvbm_zip_assigned_pending(const kvbm_assignments *src,
  * above, e filled by it) into buf. Returns the length, or KVBM_EINVAL when buf
  * is too small. */
 KVBM_API int kvbm_assign_error_format(int rc, const kvbm_assign_error *e, char *buf, size_t size);
+
+/* ---------------------------------------------------------------- tiers */
+
+/* The tier planner: plans block copies between the managers of one registry
+ * (G1 GPU, G2 host, G3 disk, ...). kvbm moves no data: a request is admitted
+ * (its G1 prefix matched, the following blocks found below planned for
+ * onboarding, the rest allocated), the host copies what the plans say and
+ * reports each plan complete (or failed), and the planner registers the
+ * copies in their destination tier. Offload plans come from the policy
+ * (hooks, or a built-in rule) when blocks register in G1 or go inactive in a
+ * tier. Until it completes a plan holds its source blocks (not evictable)
+ * and its destination blocks (mutable, invisible to lookups); one index on
+ * (tier, hash) says whether a copy to that tier is already planned.
+ *
+ * Tiers are numbered by level: 0 is G1 (required), 1 G2, 2 G3, 3 G4. The
+ * managers stay the host's: free the planner before them. Calls made from
+ * inside a hook fail with KVBM_EBUSY. */
+typedef struct kvbm_tiers kvbm_tiers;
+typedef struct kvbm_tiers_request kvbm_tiers_request;
+
+/* A plan handle, like a block handle: stale once the plan completed, failed
+ * or was abandoned (calls then return KVBM_ESTALE). */
+typedef uint64_t kvbm_plan;
+#define KVBM_NO_TIER (-1)
+
+typedef enum { KVBM_PLAN_ONBOARD = 0, KVBM_PLAN_OFFLOAD = 1 } kvbm_plan_kind;
+
+/* One copy of a plan: the block at sequence position pos, from src (an
+ * immutable block of the source tier) to dst (a mutable block of the
+ * destination tier). kvbm_block_id() of each is what the host copies. */
+typedef struct kvbm_copy {
+  kvbm_hash hash;
+  kvbm_block src, dst;
+  uint32_t pos;
+} kvbm_copy;
+
+typedef struct kvbm_plan_info {
+  kvbm_plan_kind kind;
+  unsigned src_tier, dst_tier;
+  size_t ncopies;
+  uint64_t seq; /* 1, 2, ...: the order plans were made in */
+} kvbm_plan_info;
+
+/* XX(NAME, lua_name): the built-in rules, used for the hooks a host leaves
+ * NULL, so that no host call is paid for them. */
+#define KVBM_TIER_RULE_MAP(XX)                                                  \
+  XX(NONE, "none")                           /* no offloads */                 \
+  XX(OFFLOAD_ON_RELEASE, "offload_on_release") /* a block that goes inactive    \
+                                                  in tier t is copied to tier  \
+                                                  t+1 unless it is there */
+
+typedef enum {
+#define KVBM__TIER_RULE_ENUM(name, lua) KVBM_TIER_RULE_##name,
+  KVBM_TIER_RULE_MAP(KVBM__TIER_RULE_ENUM)
+#undef KVBM__TIER_RULE_ENUM
+  KVBM__TIER_RULE_END
+} kvbm_tier_rule;
+
+/* Host hooks; each may be NULL. Batches: the blocks of one request (or one
+ * plan) at once, in position order. dst[i] receives the tier to copy block i
+ * to, or KVBM_NO_TIER (the planner fills it with KVBM_NO_TIER first). A
+ * negative return aborts the operation that called the hook with that code
+ * (what was registered stays registered; nothing more is planned). A dst
+ * that is not a tier of the planner aborts it with KVBM_EINVAL. */
+typedef struct kvbm_tier_hooks {
+  /* blocks of a request just registered in G1 (kvbm_tiers_commit) */
+  int (*on_register)(void *ud, const kvbm_hash *h, const uint32_t *pos, size_t n, int *dst);
+  /* blocks whose last user in `tier` let go (they went inactive there) */
+  int (*on_inactive)(void *ud, unsigned tier, const kvbm_hash *h, const uint32_t *pos, size_t n,
+                     int *dst);
+  /* a G1 miss at pos that `tier` holds: 1 copy it up (the default), 0 not */
+  int (*onboard)(void *ud, kvbm_hash h, uint32_t pos, unsigned tier);
+  void *ud;
+} kvbm_tier_hooks;
+
+typedef struct kvbm_tiers_config {
+  kvbm_manager *tier[KVBM_MAX_TIERS]; /* by level; [0] required; NULL: no such tier */
+  kvbm_tier_rule rule;                /* for on_inactive when hooks.on_inactive is NULL */
+  kvbm_tier_hooks hooks;
+  const kvbm_allocator *alloc;
+} kvbm_tiers_config;
+
+typedef struct kvbm_tier_stats {
+  uint64_t hits;       /* blocks of admitted requests found here (G1: matched; below: onboarded) */
+  uint64_t copies_in;  /* copies registered here by completed plans */
+  uint64_t copies_out; /* copies read from here by completed plans */
+  uint64_t skipped;    /* offload copies skipped: this tier could not hold them */
+} kvbm_tier_stats;
+
+typedef struct kvbm_tiers_stats {
+  uint64_t requests, rejected, blocks; /* admissions, refused ones, their full blocks */
+  uint64_t onboards, offloads, offloads_skipped, plans_made, plans_failed;
+  size_t pending;                      /* plans waiting for the host */
+  kvbm_tier_stats tier[KVBM_MAX_TIERS];
+} kvbm_tiers_stats;
+
+/* KVBM_ECONFIG: no G1, a manager twice, or managers of different registries. */
+KVBM_API KVBM_NODISCARD int kvbm_tiers_new(const kvbm_tiers_config *cfg, kvbm_tiers **out);
+/* Abandons pending plans and frees live requests (their blocks go back
+ * without reaching the policy). The managers are left alone. */
+KVBM_API void kvbm_tiers_free(kvbm_tiers *t);
+KVBM_API kvbm_manager *kvbm_tiers_manager(const kvbm_tiers *t, unsigned tier); /* NULL: none */
+KVBM_API void kvbm_tiers_get_stats(const kvbm_tiers *t, kvbm_tiers_stats *out);
+/* 1 when tier holds h (either pool), 0 otherwise. */
+KVBM_API int kvbm_tiers_present(const kvbm_tiers *t, unsigned tier, kvbm_hash h);
+/* 1 when a pending plan copies h into tier. */
+KVBM_API int kvbm_tiers_planned(const kvbm_tiers *t, unsigned tier, kvbm_hash h);
+
+/* Admits a request for hashes[0..n): matches the G1 prefix, plans the
+ * onboarding of the run of blocks after it that lower tiers hold (the
+ * onboard hook may refuse some), allocates G1 blocks for the rest. All or
+ * nothing: KVBM_ENOSPC when G1 cannot hold it (counted as rejected). */
+KVBM_API KVBM_NODISCARD int kvbm_tiers_admit(kvbm_tiers *t, const kvbm_hash *hashes, size_t n,
+                                             kvbm_tiers_request **out);
+/* The prefill is computed: registers the blocks the request computed in G1
+ * (its onboard plans must be complete: KVBM_ESTATE otherwise) and offers them
+ * to on_register. Returns how many were registered. */
+KVBM_API KVBM_NODISCARD int kvbm_tiers_commit(kvbm_tiers *t, kvbm_tiers_request *r);
+/* The request ends: its pending onboard plans are abandoned, its G1 blocks
+ * released in position order; those that went inactive are offered to
+ * on_inactive. Idempotent. */
+KVBM_API int kvbm_tiers_release(kvbm_tiers *t, kvbm_tiers_request *r);
+/* Releases (quietly: the policy is not called) if needed, and frees r. */
+KVBM_API void kvbm_tiers_request_free(kvbm_tiers *t, kvbm_tiers_request *r);
+KVBM_API size_t kvbm_tiers_request_blocks(const kvbm_tiers_request *r);  /* n */
+KVBM_API size_t kvbm_tiers_request_matched(const kvbm_tiers_request *r); /* G1 prefix hits */
+KVBM_API size_t kvbm_tiers_request_waiting(const kvbm_tiers_request *r); /* onboards not done */
+/* The onboard plans made at admission (some may be stale by now). */
+KVBM_API size_t kvbm_tiers_request_onboard(const kvbm_tiers_request *r, kvbm_plan *out, size_t cap);
+/* The G1 immutable block at pos, or KVBM_NO_BLOCK (not registered yet). */
+KVBM_API kvbm_block kvbm_tiers_request_block(const kvbm_tiers_request *r, size_t pos);
+
+/* Pending plans, oldest first: writes at most cap, returns the count. */
+KVBM_API size_t kvbm_tiers_plans(const kvbm_tiers *t, kvbm_plan *out, size_t cap);
+KVBM_API int kvbm_tiers_plan_info(const kvbm_tiers *t, kvbm_plan p, kvbm_plan_info *out);
+/* Writes at most cap copies; returns the plan's copy count (or < 0). */
+KVBM_API int kvbm_tiers_plan_copies(const kvbm_tiers *t, kvbm_plan p, kvbm_copy *out, size_t cap);
+/* The host finished (ok) or failed (!ok) the copies of p. ok: the copies are
+ * registered in the destination; an offload's copies, a plan's sources, go
+ * back and may reach on_inactive. Failed: nothing is registered, every block
+ * goes back (a failed onboard leaves its request waiting). */
+KVBM_API int kvbm_tiers_complete(kvbm_tiers *t, kvbm_plan p, int ok);
+/* Completes every pending plan, including those completing them makes, in
+ * order (a host whose copies are instantaneous). Returns how many. */
+KVBM_API int kvbm_tiers_complete_all(kvbm_tiers *t);
 
 #ifdef __cplusplus
 }

@@ -104,7 +104,8 @@ static kvbm_block acquire(kvbm_manager *m, uint32_t e) {
 /* Drops one reference; the last one ends the immutable block: a duplicate
  * resets (and lets go of its primary), a primary goes to the inactive cache
  * or, with reset-on-release, to the reset pool. */
-static void drop_ref(kvbm_manager *m, uint32_t s) {
+static int drop_ref(kvbm_manager *m, uint32_t s) {
+  int went_inactive = 0;
   while (s != NONE && --m->refs[s] == 0) {
     uint32_t next = NONE;
     if (m->state[s] == KVBM_STATE_DUPLICATE) {
@@ -117,9 +118,11 @@ static void drop_ref(kvbm_manager *m, uint32_t s) {
     } else {
       set_state(m, s, KVBM_STATE_INACTIVE);
       m->backend->ops->insert(m->backend, s, entry_at(m, m->entry[s])->hash);
+      went_inactive = 1;
     }
     s = next;
   }
+  return went_inactive;
 }
 
 /* Inactive -> Mutable (an eviction): the slot forgets its hash. */
@@ -433,9 +436,25 @@ int kvbm_release(kvbm_manager *m, kvbm_block b) {
       break;
     default:
       m->metrics.inflight_immutable--;
-      drop_ref(m, s);
+      (void)drop_ref(m, s);
   }
   return 0;
+}
+
+int kvbm_release_all(kvbm_manager *m, const kvbm_block *bs, size_t n, uint32_t *inactive) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t s;
+    if (slot_of(m, bs[i], BIT(KVBM_STATE_MUTABLE) | BIT(KVBM_STATE_STAGED) | IMMUTABLE, &s)) continue;
+    if (m->state[s] == KVBM_STATE_MUTABLE || m->state[s] == KVBM_STATE_STAGED) {
+      m->metrics.inflight_mutable -= m->state[s] == KVBM_STATE_MUTABLE;
+      push_reset(m, s);
+    } else {
+      m->metrics.inflight_immutable--;
+      if (drop_ref(m, s) && inactive) inactive[k++] = (uint32_t)i;
+    }
+  }
+  return (int)k;
 }
 
 int kvbm_block_retain(kvbm_manager *m, kvbm_block ib) {

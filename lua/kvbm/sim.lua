@@ -97,15 +97,9 @@ local function generate(n, seed)
   return out
 end
 
-local function default_policy()
-  return {
-    name = "offload-on-release",
-    on_inactive = function(ctx, h, _, tier)
-      local below = tier == "G1" and "G2" or tier == "G2" and "G3" or nil
-      if below and ctx:manager(below) and not ctx:present(h, below) then return below end
-    end,
-  }
-end
+-- The planner's built-in rule (scripts/examples/offload_on_release.lua's,
+-- run in C: no Lua call per block).
+local function default_policy() return "offload_on_release" end
 
 local function events_setup(o, t_opts)
   local ev = kvbm.events()
@@ -180,7 +174,8 @@ local function run(o)
   local closed, cerr = events.pub:close()
   local ps = events.pub:stats()
   local rep = t:report()
-  rep.seconds, rep.policy = seconds, policy.name or o.policy or "custom"
+  rep.seconds = seconds
+  rep.policy = type(policy) == "string" and policy:gsub("_", "-") or policy.name or o.policy or "custom"
   rep.events = { published = ps.events, batches = ps.batches, errors = ps.errors, lost = ps.lost,
     sink = o.nats or "counted in process", close_error = not closed and tostring(cerr) or nil,
     nats = o.nats and events.sink:stats() or nil }

@@ -114,6 +114,7 @@ void lkvbm_open_registry(lua_State *L); /* kvbm.registry */
 void lkvbm_open_manager(lua_State *L);  /* kvbm.manager, kvbm.prometheus */
 void lkvbm_open_blocks(lua_State *L);   /* the guard classes */
 void lkvbm_open_blockset(lua_State *L); /* kvbm.BlockSet and its manager methods */
+void lkvbm_open_tiers(lua_State *L);   /* kvbm._tiers, the planner under lua/kvbm/tiers.lua */
 void lkvbm_open_events(lua_State *L);   /* kvbm.events, kvbm.loop, kvbm.publisher, kvbm.sink.file */
 /* The C events of a kvbm.Events at idx (NULL when it is not one); *lua_policy: it calls Lua. */
 kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy);
