@@ -451,7 +451,10 @@ int kvbm_release_all(kvbm_manager *m, const kvbm_block *bs, size_t n, uint32_t *
       push_reset(m, s);
     } else {
       m->metrics.inflight_immutable--;
-      if (drop_ref(m, s) && inactive) inactive[k++] = (uint32_t)i;
+      if (drop_ref(m, s)) {
+        if (inactive) inactive[k] = (uint32_t)i;
+        k++;
+      }
     }
   }
   return (int)k;

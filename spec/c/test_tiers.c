@@ -10,6 +10,15 @@
 
 #define BS 4
 
+/* A setup step that cannot fail unless the engine is broken. */
+#define must(cond)                                                       \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      printf("Bail out! %s:%d: %s\n", __FILE__, __LINE__, #cond);        \
+      exit(1);                                                           \
+    }                                                                    \
+  } while (0)
+
 typedef struct {
   kvbm_registry *reg;
   kvbm_manager *m[3];
@@ -20,18 +29,18 @@ typedef struct {
 static void make(world *w, uint32_t n1, uint32_t n2, uint32_t n3, kvbm_tier_rule rule,
                  const kvbm_tier_hooks *hooks) {
   memset(w, 0, sizeof *w);
-  if (kvbm_registry_new(NULL, KVBM_FREQUENCY_SMALL, &w->reg) < 0) exit(1);
+  must(!(kvbm_registry_new(NULL, KVBM_FREQUENCY_SMALL, &w->reg) < 0));
   uint32_t n[3] = {n1, n2, n3};
   kvbm_tiers_config cfg = {.rule = rule};
   for (int i = 0; i < 3; i++) {
     if (!n[i]) continue;
     kvbm_manager_config mc = {.block_count = n[i], .block_size = BS, .registry = w->reg,
                               .backend = KVBM_BACKEND_LRU, .reject_duplicates = i > 0};
-    if (kvbm_manager_new(&mc, &w->m[i]) < 0) exit(1);
+    must(!(kvbm_manager_new(&mc, &w->m[i]) < 0));
     cfg.tier[i] = w->m[i];
   }
   if (hooks) cfg.hooks = *hooks;
-  if (kvbm_tiers_new(&cfg, &w->t) < 0) exit(1);
+  must(!(kvbm_tiers_new(&cfg, &w->t) < 0));
 }
 
 static void destroy(world *w) {
@@ -45,7 +54,7 @@ static void chain(kvbm_hash *out, size_t n, uint32_t base) {
   kvbm_sequence *s;
   uint32_t tok[64];
   for (size_t i = 0; i < n * BS; i++) tok[i] = base + (uint32_t)i;
-  if (kvbm_sequence_new(NULL, BS, 0, &s) < 0 || kvbm_sequence_extend(s, tok, n * BS, NULL, NULL) < 0) exit(1);
+  must(!(kvbm_sequence_new(NULL, BS, 0, &s) < 0 || kvbm_sequence_extend(s, tok, n * BS, NULL, NULL) < 0));
   memcpy(out, kvbm_sequence_hashes(s), n * sizeof *out);
   kvbm_sequence_free(s);
 }
@@ -103,11 +112,11 @@ static void test_onboard(void) {
   chain(a, 3, 0);
   chain(b, 3, 500);
   kvbm_tiers_request *r;
-  if (kvbm_tiers_admit(w.t, a, 3, &r) < 0 || kvbm_tiers_commit(w.t, r) != 3) exit(1);
+  must(!(kvbm_tiers_admit(w.t, a, 3, &r) < 0 || kvbm_tiers_commit(w.t, r) != 3));
   (void)kvbm_tiers_release(w.t, r);
   kvbm_tiers_request_free(w.t, r);
   ok(kvbm_tiers_complete_all(w.t) == 1, "complete_all: a's offload");
-  if (kvbm_tiers_admit(w.t, b, 3, &r) < 0 || kvbm_tiers_commit(w.t, r) != 3) exit(1);
+  must(!(kvbm_tiers_admit(w.t, b, 3, &r) < 0 || kvbm_tiers_commit(w.t, r) != 3));
   ok(!kvbm_tiers_present(w.t, 0, a[0]) && kvbm_tiers_present(w.t, 1, a[0]), "b evicted a from G1; G2 keeps it");
   (void)kvbm_tiers_release(w.t, r);
   kvbm_tiers_request_free(w.t, r);
@@ -144,10 +153,10 @@ static void test_failure_and_reject(void) {
   kvbm_tiers_stats s;
   kvbm_tiers_get_stats(w.t, &s);
   ok(s.rejected == 1 && kvbm_manager_available(w.m[0]) == 2, "counted as rejected, nothing kept");
-  if (kvbm_tiers_admit(w.t, h, 2, &r) < 0 || kvbm_tiers_commit(w.t, r) != 2) exit(1);
+  must(!(kvbm_tiers_admit(w.t, h, 2, &r) < 0 || kvbm_tiers_commit(w.t, r) != 2));
   (void)kvbm_tiers_release(w.t, r);
   kvbm_plan p;
-  if (kvbm_tiers_plans(w.t, &p, 1) != 1) exit(1);
+  must(!(kvbm_tiers_plans(w.t, &p, 1) != 1));
   ok(kvbm_tiers_complete(w.t, p, 0) == 0, "a failed copy");
   ok(!kvbm_tiers_present(w.t, 1, h[0]), "nothing registered in G2");
   kvbm_tiers_get_stats(w.t, &s);
@@ -186,12 +195,12 @@ static void test_batch_hook_and_index(void) {
   hook_state hs = {.answer = 1};
   kvbm_tier_hooks hooks = {.on_register = to_g2, .ud = &hs};
   world w;
-  make(&w, 8, 8, 0, KVBM_TIER_RULE_NONE, &hooks);
+  make(&w, 12, 8, 0, KVBM_TIER_RULE_NONE, &hooks);
   kvbm_hash h[3];
   chain(h, 3, 70);
   kvbm_tiers_request *a, *b;
   /* b is admitted before a commits: it computes the same blocks (duplicates in G1) */
-  if (kvbm_tiers_admit(w.t, h, 3, &a) < 0 || kvbm_tiers_admit(w.t, h, 3, &b) < 0) exit(1);
+  must(!(kvbm_tiers_admit(w.t, h, 3, &a) < 0 || kvbm_tiers_admit(w.t, h, 3, &b) < 0));
   ok(kvbm_tiers_commit(w.t, a) == 3 && hs.calls == 1 && hs.last_n == 3, "one hook call for the request's 3 blocks");
   ok(kvbm_tiers_plans(w.t, NULL, 0) == 1, "write-through: a plan to G2");
   ok(kvbm_tiers_commit(w.t, b) == 3 && hs.calls == 2, "b's duplicates reach the hook too");
@@ -204,7 +213,7 @@ static void test_batch_hook_and_index(void) {
   kvbm_tiers_request *c;
   kvbm_hash x[2];
   chain(x, 2, 900);
-  if (kvbm_tiers_admit(w.t, x, 2, &c) < 0) exit(1);
+  must(!(kvbm_tiers_admit(w.t, x, 2, &c) < 0));
   ok(kvbm_tiers_commit(w.t, c) == KVBM_EINVAL, "a hook answering a tier the planner lacks: invalid");
   ok(hs.reentered == KVBM_EBUSY, "a planner call from inside a hook: busy");
   ok(kvbm_tiers_present(w.t, 0, x[1]) && kvbm_tiers_plans(w.t, NULL, 0) == 1,
@@ -214,7 +223,7 @@ static void test_batch_hook_and_index(void) {
   kvbm_tiers_request *d;
   kvbm_hash y[1];
   chain(y, 1, 1200);
-  if (kvbm_tiers_admit(w.t, y, 1, &d) < 0) exit(1);
+  must(!(kvbm_tiers_admit(w.t, y, 1, &d) < 0));
   ok(kvbm_tiers_commit(w.t, d) == KVBM_ENOMEM, "a hook's own error comes back");
   kvbm_tiers_free(w.t); /* with a pending plan and four live requests */
   w.t = NULL;
@@ -238,7 +247,7 @@ static void test_onboard_hook(void) {
   chain(b, 3, 300);
   kvbm_tiers_request *r;
   for (int k = 0; k < 2; k++) {
-    if (kvbm_tiers_admit(w.t, k ? b : a, 3, &r) < 0 || kvbm_tiers_commit(w.t, r) != 3) exit(1);
+    must(!(kvbm_tiers_admit(w.t, k ? b : a, 3, &r) < 0 || kvbm_tiers_commit(w.t, r) != 3));
     (void)kvbm_tiers_release(w.t, r);
     kvbm_tiers_request_free(w.t, r);
     (void)kvbm_tiers_complete_all(w.t);
@@ -260,9 +269,9 @@ static void test_config(void) {
   if (kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &r1) < 0 || kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &r2) < 0)
     exit(1);
   kvbm_manager_config mc = {.block_count = 2, .registry = r1};
-  if (kvbm_manager_new(&mc, &a) < 0) exit(1);
+  must(!(kvbm_manager_new(&mc, &a) < 0));
   mc.registry = r2;
-  if (kvbm_manager_new(&mc, &b) < 0) exit(1);
+  must(!(kvbm_manager_new(&mc, &b) < 0));
   kvbm_tiers *t;
   kvbm_tiers_config cfg = {.tier = {NULL, a}};
   ok(kvbm_tiers_new(&cfg, &t) == KVBM_ECONFIG, "no G1: invalid config");
@@ -281,18 +290,18 @@ static void test_config(void) {
 static void test_release_all(void) {
   kvbm_registry *reg;
   kvbm_manager *m;
-  if (kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &reg) < 0) exit(1);
+  must(!(kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &reg) < 0));
   kvbm_manager_config mc = {.block_count = 6, .block_size = BS, .registry = reg};
-  if (kvbm_manager_new(&mc, &m) < 0) exit(1);
+  must(!(kvbm_manager_new(&mc, &m) < 0));
   kvbm_hash h[2];
   chain(h, 2, 10);
   kvbm_block mut[4], cb[4], ib[4];
-  if (kvbm_allocate(m, 4, mut, NULL) < 0) exit(1);
+  must(!(kvbm_allocate(m, 4, mut, NULL) < 0));
   /* h0 twice (a primary and a duplicate), h1 once, one block left mutable */
   kvbm_hash which[3] = {h[0], h[0], h[1]};
   for (int i = 0; i < 3; i++)
-    if (kvbm_stage(m, mut[i], which[i], BS, &cb[i]) < 0) exit(1);
-  if (kvbm_register_all(m, cb, 3, ib) < 0 || kvbm_block_retain(m, ib[2]) < 0) exit(1);
+    must(!(kvbm_stage(m, mut[i], which[i], BS, &cb[i]) < 0));
+  must(!(kvbm_register_all(m, cb, 3, ib) < 0 || kvbm_block_retain(m, ib[2]) < 0));
   kvbm_block list[5] = {mut[3], ib[1], ib[2], ib[0], KVBM_NO_BLOCK};
   uint32_t gone[5];
   int k = kvbm_release_all(m, list, 5, gone);
