@@ -130,7 +130,7 @@ function Tiers:close()
 end
 
 --- Per-tier figures: hits (blocks found there), hit rates, evictions,
---- onboards, offloads.
+--- registrations, copies in and out, engine bytes; onboards, offloads.
 function Tiers:report()
   local s = core.stats(self)
   local out = { requests = s.requests, rejected = s.rejected, blocks = s.blocks, onboards = s.onboards,
@@ -140,7 +140,8 @@ function Tiers:report()
     out.tiers[name] = { hits = s.hits[name], hit_rate = s.blocks > 0 and s.hits[name] / s.blocks or 0,
       evictions = mm.kvbm_evictions_total, registrations = mm.kvbm_registrations_total,
       available = self.managers[name]:available(), total = self.managers[name]:total(),
-      copies_in = s.per_tier[name].copies_in, copies_out = s.per_tier[name].copies_out }
+      copies_in = s.per_tier[name].copies_in, copies_out = s.per_tier[name].copies_out,
+      bytes = self.managers[name]:bytes() }
   end
   return out
 end
