@@ -134,7 +134,10 @@ local function run(o)
     end
     policy = p
   end
-  local t_opts = { block_size = o.block_size, policy = policy,
+  -- the frequency tracker serves policy scripts (ctx:frequency) and the
+  -- multi_lru backend; the built-in rule needs neither, so it does not pay it
+  local frequency = (type(policy) == "string" and o.backend ~= "multi_lru") and false or nil
+  local t_opts = { block_size = o.block_size, policy = policy, frequency = frequency,
     G1 = { blocks = o.g1, backend = o.backend }, G2 = o.g2 > 0 and { blocks = o.g2 } or nil,
     G3 = o.g3 > 0 and { blocks = o.g3 } or nil }
   local events = events_setup(o, t_opts)
@@ -149,8 +152,7 @@ local function run(o)
       window[head] = nil
       head, count = head % o.window + 1, count - 1
     end
-    local nfull = req.n // bs
-    local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+    local seq = kvbm.sequence(req.tokens, bs, req.salt) -- the partial tail is never hashed
     local r = t:admit(seq)
     if r then
       for _, plan in ipairs(r.onboard) do t:complete(plan) end

@@ -271,6 +271,58 @@ static void pushplan(lua_State *L, int pidx, PlannerBox *pb, kvbm_plan p) {
   lua_remove(L, -2);
 }
 
+/* ------------------------------------------------------------- context */
+
+/* The context is a table { tiers = <the Tiers table> } whose methods are
+ * closures over the planner box: a hook's ctx:present(h, "G2") is one C
+ * call, no lookup. */
+static PlannerBox *ctx_planner(lua_State *L) {
+  PlannerBox *pb = lua_touserdata(L, lua_upvalueindex(1));
+  if (!pb->t) luaL_error(L, "kvbm.tiers: the planner is closed");
+  return pb;
+}
+
+static int ctx_present(lua_State *L) {
+  PlannerBox *pb = ctx_planner(L);
+  kvbm_hash h = lkvbm_checkhash(L, 2);
+  int tier = tier_of(pb, luaL_checkstring(L, 3));
+  lua_pushboolean(L, tier != KVBM_NO_TIER && kvbm_tiers_present(pb->t, (unsigned)tier, h));
+  return 1;
+}
+
+static int ctx_frequency(lua_State *L) {
+  PlannerBox *pb = ctx_planner(L);
+  kvbm_hash h = lkvbm_checkhash(L, 2);
+  lua_pushinteger(L, kvbm_registry_frequency(kvbm_manager_registry(pb->mb[0]->m), h));
+  return 1;
+}
+
+static int ctx_manager(lua_State *L) {
+  PlannerBox *pb = ctx_planner(L);
+  int tier = tier_of(pb, luaL_checkstring(L, 2));
+  if (tier == KVBM_NO_TIER) return 0;
+  lua_getiuservalue(L, lua_upvalueindex(1), UV_MANAGERS);
+  lua_rawgeti(L, -1, tier + 1);
+  return 1;
+}
+
+/* Pushes a new context for the planner box at pidx and the Tiers table at tidx. */
+static void pushctx(lua_State *L, int pidx, int tidx) {
+  static const luaL_Reg methods[] = {
+      {"present", ctx_present}, {"frequency", ctx_frequency}, {"manager", ctx_manager}, {NULL, NULL}};
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, tidx);
+  lua_setfield(L, -2, "tiers");
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, pidx);
+  luaL_setfuncs(L, methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, CTX_MT);
+  lua_setfield(L, -2, "__name");
+  lua_setmetatable(L, -2);
+}
+
 /* ------------------------------------------------------------ planner */
 
 /* kvbm._tiers.new(tiers_table, managers_by_name, policy): the policy is a
@@ -317,11 +369,7 @@ static int planner_new(lua_State *L) {
   if (pb->has[H_ON_INACTIVE] || pb->has[H_INACTIVE_BATCH]) cfg.hooks.on_inactive = hook_on_inactive;
   if (pb->has[H_ONBOARD]) cfg.hooks.onboard = hook_onboard;
   cfg.hooks.ud = pb;
-  /* the context */
-  lua_newuserdatauv(L, 1, 1);
-  luaL_setmetatable(L, CTX_MT);
-  lua_pushvalue(L, pidx);
-  lua_setiuservalue(L, -2, 1);
+  pushctx(L, pidx, 1);
   lua_setiuservalue(L, pidx, UV_CTX);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
@@ -587,63 +635,10 @@ static int request_index(lua_State *L) {
   return 1;
 }
 
-/* ------------------------------------------------------------- context */
-
-static PlannerBox *ctx_planner(lua_State *L) {
-  luaL_checkudata(L, 1, CTX_MT);
-  lua_getiuservalue(L, 1, 1);
-  PlannerBox *pb = checkplanner(L, -1);
-  lua_pop(L, 1);
-  return pb;
-}
-
-static int ctx_present(lua_State *L) {
-  PlannerBox *pb = ctx_planner(L);
-  kvbm_hash h = lkvbm_checkhash(L, 2);
-  int tier = tier_of(pb, luaL_checkstring(L, 3));
-  lua_pushboolean(L, tier != KVBM_NO_TIER && kvbm_tiers_present(pb->t, (unsigned)tier, h));
-  return 1;
-}
-
-static int ctx_frequency(lua_State *L) {
-  PlannerBox *pb = ctx_planner(L);
-  kvbm_hash h = lkvbm_checkhash(L, 2);
-  lua_pushinteger(L, kvbm_registry_frequency(kvbm_manager_registry(pb->mb[0]->m), h));
-  return 1;
-}
-
-static int ctx_manager(lua_State *L) {
-  PlannerBox *pb = ctx_planner(L);
-  int tier = tier_of(pb, luaL_checkstring(L, 2));
-  if (tier == KVBM_NO_TIER) return 0;
-  lua_getiuservalue(L, 1, 1);
-  lua_getiuservalue(L, -1, UV_MANAGERS);
-  lua_rawgeti(L, -1, tier + 1);
-  return 1;
-}
-
-static int ctx_index(lua_State *L) {
-  const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "tiers") == 0) {
-    lua_getiuservalue(L, 1, 1);
-    lua_getiuservalue(L, -1, UV_TIERS);
-    return 1;
-  }
-  static const luaL_Reg methods[] = {
-      {"present", ctx_present}, {"frequency", ctx_frequency}, {"manager", ctx_manager}, {NULL, NULL}};
-  for (const luaL_Reg *m = methods; k && m->name; m++)
-    if (strcmp(k, m->name) == 0) {
-      lua_pushcfunction(L, m->func);
-      return 1;
-    }
-  return 0;
-}
-
 /* --------------------------------------------------------------- open */
 
 void lkvbm_open_tiers(lua_State *L) {
   static const luaL_Reg planner_meta[] = {{"__gc", planner_close}, {"__close", planner_close}, {NULL, NULL}};
-  static const luaL_Reg ctx_meta[] = {{"__index", ctx_index}, {NULL, NULL}};
   static const luaL_Reg request_methods[] = {{"commit", request_commit}, {"release", request_release},
                                              {NULL, NULL}};
   static const luaL_Reg funcs[] = {
@@ -660,7 +655,6 @@ void lkvbm_open_tiers(lua_State *L) {
       {NULL, NULL},
   };
   lkvbm_newclass(L, PLANNER_MT, planner_meta, NULL);
-  lkvbm_newclass(L, CTX_MT, ctx_meta, NULL);
   luaL_newmetatable(L, REQUEST_MT);
   lua_pushcfunction(L, request_index);
   lua_setfield(L, -2, "__index");
