@@ -43,17 +43,13 @@ local ORDER = { "G1", "G2", "G3" }
 local DEFAULT_BACKEND = { G1 = "lineage", G2 = "lru", G3 = "lru" }
 
 local Tiers = {}
+local TiersMT = { __index = Tiers, __name = "kvbm.Tiers" }
 local M = {}
 
--- t.stats: the planner's counters, read when asked for.
-local computed = { stats = core.stats, ctx = core.ctx }
-local function index(t, k)
-  local v = Tiers[k]
-  if v ~= nil then return v end
-  local f = computed[k]
-  if f then return f(t) end
+-- t.stats: the planner's counters, read from it when asked for.
+local function stats_proxy(t)
+  return setmetatable({}, { __index = function(_, k) return core.stats(t)[k] end })
 end
-local TiersMT = { __index = index, __name = "kvbm.Tiers" }
 
 --- kvbm.tiers{ block_size=, G1={blocks=, backend=}, G2=..., G3=..., registry=, frequency=, events=, policy= }
 function M.new(opts)
@@ -86,6 +82,7 @@ function M.new(opts)
   local c, err = core.new(t, t.managers, policy)
   if not c then return nil, err end
   t._core = c
+  t.ctx, t.stats = core.ctx(t), stats_proxy(t)
   return t
 end
 

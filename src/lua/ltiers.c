@@ -11,7 +11,7 @@
 #include "lkvbm.h"
 
 #define PLANNER_MT "kvbm.TierPlanner"
-#define REQUEST_MT "kvbm.TierRequest"
+#define REQUEST_MT "kvbm.TierRequestBox"
 #define CTX_MT "kvbm.TierContext"
 
 static const char *const tier_names[KVBM_MAX_TIERS] = {"G1", "G2", "G3", "G4"};
@@ -33,12 +33,18 @@ typedef struct {
   int err_ref;          /* LUA_NOREF, or the error a hook raised */
 } PlannerBox;
 
-/* A request. User values: 1 the planner box, 2 its fields (seq, onboard). */
+/* A request is a Lua table { seq, onboard, matched, waiting, tiers, _r }
+ * with the methods commit and release; _r is this box (freed by the
+ * collector), user value 1 its planner box. waiting is brought up to date
+ * after every completion (the planner box keeps the requests that wait). */
 typedef struct {
   kvbm_tiers_request *r; /* NULL once freed */
 } RequestBox;
 
-enum { UV_MANAGERS = 1, UV_TIERS, UV_HOOKS, UV_CTX, UV_PLANS, UV_COUNT = UV_PLANS };
+/* the requests' metatable, in the registry */
+static const char request_mt_key = 0;
+
+enum { UV_MANAGERS = 1, UV_TIERS, UV_HOOKS, UV_CTX, UV_PLANS, UV_WAITING, UV_COUNT = UV_WAITING };
 
 /* ------------------------------------------------------------ helpers */
 
@@ -377,6 +383,12 @@ static int planner_new(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setiuservalue(L, pidx, UV_PLANS);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, pidx, UV_WAITING);
   int rc = kvbm_tiers_new(&cfg, &pb->t);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lua_settop(L, pidx);
@@ -395,38 +407,77 @@ static int planner_close(lua_State *L) {
   return 0;
 }
 
+/* Brings waiting up to date in the requests that wait for onboards. */
+static void sync_waiting(lua_State *L, int pidx) {
+  lua_getiuservalue(L, pidx, UV_WAITING);
+  int w = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, w)) {
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "_r");
+    RequestBox *rq = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    size_t n = rq && rq->r ? kvbm_tiers_request_waiting(rq->r) : 0;
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_setfield(L, -2, "waiting");
+    if (n == 0) { /* removing the current key is allowed during lua_next */
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, w);
+    }
+  }
+  lua_pop(L, 1);
+}
+
 /* t:admit(seq): the request, or nil, err when G1 cannot hold it. */
 static int planner_admit(lua_State *L) {
   PlannerBox *pb = checkplanner(L, 1);
   kvbm_sequence *s = lkvbm_tosequence(L, 2);
   if (!s) return luaL_error(L, "kvbm.tiers: admit needs a kvbm.sequence");
-  RequestBox *rq = lua_newuserdatauv(L, sizeof *rq, 2);
-  rq->r = NULL;
-  luaL_setmetatable(L, REQUEST_MT);
-  pushplannerbox(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, 2);
-  lua_setfield(L, -2, "seq");
-  lua_setiuservalue(L, -2, 2);
-  int ridx = lua_gettop(L);
   pushplannerbox(L, 1);
   int pidx = lua_gettop(L);
+  RequestBox *rq = lua_newuserdatauv(L, sizeof *rq, 1);
+  rq->r = NULL;
+  luaL_setmetatable(L, REQUEST_MT);
+  lua_pushvalue(L, pidx);
+  lua_setiuservalue(L, -2, 1);
+  int bidx = lua_gettop(L);
   PlanCall pc;
   call_begin(L, pb, pidx, &pc);
   int rc = kvbm_tiers_admit(pb->t, kvbm_sequence_hashes(s), kvbm_sequence_blocks(s), &rq->r);
   call_end(L, pb, &pc);
   if (rc < 0) return lkvbm_pusherror(L, rc);
+  lua_createtable(L, 0, 6);
+  int ridx = lua_gettop(L);
+  lua_pushvalue(L, bidx);
+  lua_setfield(L, ridx, "_r");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, ridx, "seq");
+  lua_getiuservalue(L, pidx, UV_TIERS);
+  lua_setfield(L, ridx, "tiers");
+  lua_pushinteger(L, (lua_Integer)kvbm_tiers_request_matched(rq->r));
+  lua_setfield(L, ridx, "matched");
+  size_t waiting = kvbm_tiers_request_waiting(rq->r);
+  lua_pushinteger(L, (lua_Integer)waiting);
+  lua_setfield(L, ridx, "waiting");
   /* its onboard plans now, while they are pending (the host reads them next) */
   kvbm_plan ps[KVBM_MAX_TIERS];
   size_t n = kvbm_tiers_request_onboard(rq->r, ps, KVBM_MAX_TIERS);
-  lua_getiuservalue(L, ridx, 2);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     pushplan(L, pidx, pb, ps[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  lua_setfield(L, -2, "onboard");
+  lua_setfield(L, ridx, "onboard");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &request_mt_key);
+  lua_setmetatable(L, ridx);
+  if (waiting > 0) {
+    lua_getiuservalue(L, pidx, UV_WAITING);
+    lua_pushvalue(L, ridx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
   lua_settop(L, ridx);
   return 1;
 }
@@ -444,10 +495,12 @@ static int planner_complete(lua_State *L) {
   if (p == KVBM_NO_BLOCK || kvbm_tiers_plan_info(pb->t, p, &info) < 0)
     return luaL_error(L, "kvbm.tiers: unknown or already completed plan");
   pushplannerbox(L, 1);
+  int pidx = lua_gettop(L);
   PlanCall pc;
-  call_begin(L, pb, -1, &pc);
+  call_begin(L, pb, pidx, &pc);
   int rc = kvbm_tiers_complete(pb->t, p, ok);
   call_end(L, pb, &pc);
+  sync_waiting(L, pidx);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lua_pushboolean(L, 1);
   return 1;
@@ -456,10 +509,12 @@ static int planner_complete(lua_State *L) {
 static int planner_complete_all(lua_State *L) {
   PlannerBox *pb = checkplanner(L, 1);
   pushplannerbox(L, 1);
+  int pidx = lua_gettop(L);
   PlanCall pc;
-  call_begin(L, pb, -1, &pc);
+  call_begin(L, pb, pidx, &pc);
   int rc = kvbm_tiers_complete_all(pb->t);
   call_end(L, pb, &pc);
+  sync_waiting(L, pidx);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lua_pushinteger(L, rc);
   return 1;
@@ -549,10 +604,14 @@ static int planner_ctx(lua_State *L) {
 
 /* ------------------------------------------------------------ requests */
 
-/* The request at idx; pushes its planner box. */
+/* The request (table) at idx; pushes its planner box. */
 static RequestBox *checkrequest(lua_State *L, int idx, PlannerBox **pbp) {
-  RequestBox *rq = luaL_checkudata(L, idx, REQUEST_MT);
-  lua_getiuservalue(L, idx, 1);
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_getfield(L, idx, "_r");
+  RequestBox *rq = luaL_testudata(L, -1, REQUEST_MT);
+  if (!rq) luaL_error(L, "kvbm.tiers: a request of kvbm.tiers expected");
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
   *pbp = checkplanner(L, -1);
   if (!rq->r) luaL_error(L, "kvbm.tiers: not an admitted request");
   return rq;
@@ -596,45 +655,6 @@ static int request_gc(lua_State *L) {
   return 0;
 }
 
-/* Fields: matched, waiting, onboard (its plans), seq, hashes, tiers. */
-static int request_index(lua_State *L) {
-  RequestBox *rq = luaL_checkudata(L, 1, REQUEST_MT);
-  const char *k = lua_tostring(L, 2);
-  if (k && luaL_getmetafield(L, 1, "__methods") == LUA_TTABLE) {
-    if (lua_getfield(L, -1, k) != LUA_TNIL) return 1;
-    lua_pop(L, 2);
-  }
-  if (!k) return 0;
-  lua_getiuservalue(L, 1, 1);
-  int pidx = lua_gettop(L);
-  PlannerBox *pb = lua_touserdata(L, pidx);
-  int alive = rq->r && pb->t;
-  if (strcmp(k, "matched") == 0 || strcmp(k, "waiting") == 0) {
-    if (!alive) return 0;
-    lua_pushinteger(L, (lua_Integer)(k[0] == 'm' ? kvbm_tiers_request_matched(rq->r)
-                                                  : kvbm_tiers_request_waiting(rq->r)));
-    return 1;
-  }
-  if (strcmp(k, "tiers") == 0) {
-    lua_getiuservalue(L, pidx, UV_TIERS);
-    return 1;
-  }
-  lua_getiuservalue(L, 1, 2);
-  if (lua_getfield(L, -1, k) != LUA_TNIL || !alive) return 1;
-  lua_pop(L, 1);
-  if (strcmp(k, "hashes") == 0) {
-    lua_getfield(L, -1, "seq");
-    lua_getfield(L, -1, "hashes");
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
-  } else {
-    return 0;
-  }
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, k);
-  return 1;
-}
-
 /* --------------------------------------------------------------- open */
 
 void lkvbm_open_tiers(lua_State *L) {
@@ -655,14 +675,14 @@ void lkvbm_open_tiers(lua_State *L) {
       {NULL, NULL},
   };
   lkvbm_newclass(L, PLANNER_MT, planner_meta, NULL);
-  luaL_newmetatable(L, REQUEST_MT);
-  lua_pushcfunction(L, request_index);
-  lua_setfield(L, -2, "__index");
+  luaL_newmetatable(L, REQUEST_MT); /* the box: only a finalizer */
   lua_pushcfunction(L, request_gc);
   lua_setfield(L, -2, "__gc");
-  luaL_newlib(L, request_methods);
-  lua_setfield(L, -2, "__methods");
   lua_pop(L, 1);
+  lua_createtable(L, 0, 2); /* the request table's */
+  luaL_newlib(L, request_methods);
+  lua_setfield(L, -2, "__index");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &request_mt_key);
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "_tiers");
 }
