@@ -87,13 +87,36 @@ end
 
 local examples = helpers.srcdir() .. "/scripts/examples/"
 
+-- offload_on_release.lua's rule as one batch hook per release
+local release_batch = {
+  on_inactive_batch = function(ctx, hs, _, tier)
+    local below, out = ({ G1 = "G2", G2 = "G3" })[tier], {}
+    for i, h in ipairs(hs) do
+      if below and ctx:manager(below) and not ctx:present(h, below) then out[i] = below end
+    end
+    return out
+  end,
+}
+
+local run1 = { G1 = { 3758, 3800, 3896, 96 }, G2 = { 568, 3170, 3426, 256 },
+  blocks = 8097, digest = 413316416, failed = 0, offloads = 3426, onboards = 568, plans = 457, rejected = 20,
+  requests = 400, skipped = 0 }
+local run4 = { G1 = { 3334, 1665, 1735, 72 }, G2 = { 132, 1585, 1705, 120 }, G3 = { 99, 1310, 1610, 300 },
+  blocks = 8173, digest = 3843316493, failed = 121, offloads = 3315, onboards = 161, plans = 607, rejected = 166,
+  requests = 400, skipped = 0 }
+
 describe("kvbm.tiers pinned runs", function()
   it("offload on release, G1 + G2", function()
-    assert.are.same(
-      { G1 = { 3758, 3800, 3896, 96 }, G2 = { 568, 3170, 3426, 256 },
-        blocks = 8097, digest = 413316416, failed = 0, offloads = 3426, onboards = 568, plans = 457, rejected = 20, requests = 400, skipped = 0 },
-      run{ policy = dofile(examples .. "offload_on_release.lua"), g1 = 96, g2 = 256,
+    assert.are.same(run1, run{ policy = dofile(examples .. "offload_on_release.lua"), g1 = 96, g2 = 256,
       window = 4, requests = 400, seed = 11 })
+  end)
+
+  it("the built-in rule and the batch hook plan what offload_on_release.lua plans", function()
+    for _, policy in ipairs { "offload_on_release", release_batch } do
+      assert.are.same(run1, run{ policy = policy, g1 = 96, g2 = 256, window = 4, requests = 400, seed = 11 })
+      assert.are.same(run4, run{ policy = policy, g1 = 72, g2 = 120, g3 = 300,
+        window = 5, requests = 400, seed = 14, backend = "lineage_fifo", fail_every = 5 })
+    end
   end)
 
   it("write-through, G1 + G2 + G3, every 7th plan failing", function()
@@ -113,10 +136,7 @@ describe("kvbm.tiers pinned runs", function()
   end)
 
   it("offload on release, G1 + G2 + G3, lineage_fifo, every 5th plan failing", function()
-    assert.are.same(
-      { G1 = { 3334, 1665, 1735, 72 }, G2 = { 132, 1585, 1705, 120 }, G3 = { 99, 1310, 1610, 300 },
-        blocks = 8173, digest = 3843316493, failed = 121, offloads = 3315, onboards = 161, plans = 607, rejected = 166, requests = 400, skipped = 0 },
-      run{ policy = dofile(examples .. "offload_on_release.lua"), g1 = 72, g2 = 120, g3 = 300,
+    assert.are.same(run4, run{ policy = dofile(examples .. "offload_on_release.lua"), g1 = 72, g2 = 120, g3 = 300,
       window = 5, requests = 400, seed = 14, backend = "lineage_fifo", fail_every = 5 })
   end)
 

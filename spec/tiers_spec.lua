@@ -185,6 +185,55 @@ describe("kvbm.tiers", function()
     t:close()
   end)
 
+  it("a batch hook gets a whole request's blocks in one call", function()
+    local calls = {}
+    local t = kvbm.tiers{ block_size = BS, G1 = { blocks = 8 }, G2 = { blocks = 8 }, policy = {
+      on_register_batch = function(ctx, hs, ps)
+        calls[#calls + 1] = #hs
+        assert.are.same({ 0, 1, 2 }, ps)
+        assert.is_false(ctx:present(hs[1], "G2"))
+        return { "G2", nil, "G2" }
+      end } }
+    local s = seq(3, 3000)
+    local r = assert(t:admit(s))
+    assert.are.equal(3, r:commit())
+    assert.are.same({ 3 }, calls)
+    local plans = t:plans()
+    assert.are.equal(1, #plans)
+    assert.are.same({ 0, 2 }, { plans[1].copies[1][1], plans[1].copies[2][1] })
+    t:complete_all()
+    assert.are.same({ true, false, true }, { t:presence(s:hash(0)).G2, t:presence(s:hash(1)).G2,
+      t:presence(s:hash(2)).G2 })
+    r:release()
+    t:close()
+  end)
+
+  it("reports a batch hook that returns something other than a list", function()
+    local t = kvbm.tiers{ block_size = BS, G1 = { blocks = 4 }, G2 = { blocks = 4 },
+      policy = { on_register_batch = function() return "G2" end } }
+    local r = assert(t:admit(seq(1)))
+    assert.error_matches(function() r:commit() end, "on_register_batch must return a table of tiers")
+    local r2 = assert(t:admit(seq(1, 77)))
+    assert.is_nil(t:plans()[1], "nothing was planned")
+    r2:release()
+    t:close()
+  end)
+
+  it("r.waiting follows the onboard plans", function()
+    local t = kvbm.tiers{ block_size = BS, G1 = { blocks = 3, backend = "lru" }, G2 = { blocks = 8 },
+      policy = "offload_on_release" }
+    local s = seq(3, 600)
+    local r = assert(t:admit(s)); r:commit(); r:release(); t:complete_all()
+    r = assert(t:admit(seq(3, 700))); r:commit(); r:release(); t:complete_all()
+    r = assert(t:admit(s))
+    assert.are.equal(1, r.waiting)
+    t:complete_all()
+    assert.are.equal(0, r.waiting)
+    assert.are.equal(0, r:commit())
+    r:release()
+    t:close()
+  end)
+
   it("rejects bad options", function()
     assert.error_matches(function() kvbm.tiers{ G2 = { blocks = 4 } } end, "G1 is required")
     assert.error_matches(function() kvbm.tiers{ G1 = { blocks = 4 }, G4 = {} } end, "unknown option")
