@@ -36,6 +36,9 @@ static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **
   return bb;
 }
 
+/* one address for the weak guards' name: release() tells them apart without strcmp */
+static const char weak_mt[] = LKVBM_WEAK_MT;
+
 /* A weak block holds its registration in the registry, not in the manager:
  * once the manager is closed, releasing it must still let go of the hash. */
 static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
@@ -60,9 +63,10 @@ static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
 /* release for every guard type: idempotent; quiet once the manager is gone.
  * Collected while policy code runs, a guard asks to be finalized again. */
 static int release(lua_State *L, const char *mt, int from_gc) {
-  BlockBox *bb = luaL_checkudata(L, 1, mt);
+  BlockBox *bb = from_gc ? lua_touserdata(L, 1) : luaL_checkudata(L, 1, mt);
+  if (!bb->live) return 0; /* released or consumed already: most finalizers end here */
   ManagerBox *mb = owner(L, 1);
-  int weak = strcmp(mt, LKVBM_WEAK_MT) == 0;
+  int weak = mt == weak_mt;
   if (bb->live && !mb && weak) return release_closed_weak(L, bb, from_gc);
   if (!bb->live || !mb) {
     bb->live = 0;
@@ -92,7 +96,7 @@ static int release(lua_State *L, const char *mt, int from_gc) {
 RELEASERS(mutable, LKVBM_MUTABLE_MT)
 RELEASERS(complete, LKVBM_COMPLETE_MT)
 RELEASERS(immutable, LKVBM_IMMUTABLE_MT)
-RELEASERS(weak, LKVBM_WEAK_MT)
+RELEASERS(weak, weak_mt)
 
 static int block_id(lua_State *L, const char *mt) {
   ManagerBox *mb;
@@ -114,9 +118,7 @@ static int mutable_block_size(lua_State *L) {
 
 /* Mutable -> Complete. On a size mismatch: nil, err with err.block = the
  * (still live) mutable block, as the crate returns it inside the error. */
-static int stage_with(lua_State *L, kvbm_hash h, size_t block_size) {
-  ManagerBox *mb;
-  BlockBox *bb = checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, size_t block_size) {
   lua_getiuservalue(L, 1, 1);
   BlockBox *cb = lkvbm_pushblock(L, -1, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
   cb->live = 0;
@@ -146,14 +148,14 @@ static int stage_with(lua_State *L, kvbm_hash h, size_t block_size) {
 static int mutable_stage(lua_State *L) {
   kvbm_hash h = lkvbm_checkhash(L, 2);
   ManagerBox *mb;
-  checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+  BlockBox *bb = checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
   /* omitted: the manager's size; a negative size is a caller's bug, not a
    * mismatch to report (and must not mean "omitted") */
   lua_Integer bs = lua_isnoneornil(L, 3) ? (lua_Integer)kvbm_manager_block_size(mb->m)
                                          : luaL_checkinteger(L, 3);
   luaL_argcheck(L, bs >= 0, 3, "block size must be non-negative");
   lua_settop(L, 1);
-  return stage_with(L, h, (size_t)bs);
+  return stage_with(L, mb, bb, h, (size_t)bs);
 }
 
 /* mb:complete(seq, pos): stage with the sequence's hash at pos, checking
@@ -172,7 +174,9 @@ static int mutable_complete(lua_State *L) {
   lua_call(L, 1, 1);
   size_t bs = (size_t)lua_tointeger(L, -1);
   lua_settop(L, 1);
-  return stage_with(L, h, bs);
+  ManagerBox *mb;
+  BlockBox *bb = checkguard(L, 1, LKVBM_MUTABLE_MT, &mb);
+  return stage_with(L, mb, bb, h, bs);
 }
 
 static int complete_hash(lua_State *L) {
