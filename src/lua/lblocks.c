@@ -11,7 +11,7 @@ BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b) 
   BlockBox *bb = lua_newuserdatauv(L, sizeof *bb, 1);
   bb->b = b;
   bb->live = 1;
-  luaL_setmetatable(L, mt);
+  lkvbm_setmetatable(L, mt);
   lua_pushvalue(L, midx);
   lua_setiuservalue(L, -2, 1);
   return bb;
@@ -27,7 +27,7 @@ static ManagerBox *owner(lua_State *L, int idx) {
 
 /* A live guard of type mt whose manager is open and not busy. */
 static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **mbp) {
-  BlockBox *bb = luaL_checkudata(L, idx, mt);
+  BlockBox *bb = lkvbm_checkudata(L, idx, mt);
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed %s", mt);
   ManagerBox *mb = owner(L, idx);
   if (!mb) luaL_error(L, "attempt to use a block of a closed " LKVBM_MANAGER_MT);
@@ -63,7 +63,7 @@ static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
 /* release for every guard type: idempotent; quiet once the manager is gone.
  * Collected while policy code runs, a guard asks to be finalized again. */
 static int release(lua_State *L, const char *mt, int from_gc) {
-  BlockBox *bb = from_gc ? lua_touserdata(L, 1) : luaL_checkudata(L, 1, mt);
+  BlockBox *bb = from_gc ? lua_touserdata(L, 1) : lkvbm_checkudata(L, 1, mt);
   if (!bb->live) return 0; /* released or consumed already: most finalizers end here */
   ManagerBox *mb = owner(L, 1);
   int weak = mt == weak_mt;

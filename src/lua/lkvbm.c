@@ -260,6 +260,35 @@ void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const 
   lua_pop(L, 1);
 }
 
+/* Pushes the metatable registered under name, found by the name's address. */
+static int getmetatable_fast(lua_State *L, const char *name) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, name) == LUA_TTABLE) return 1;
+  lua_pop(L, 1);
+  if (luaL_getmetatable(L, name) != LUA_TTABLE) return 0; /* leaves nil */
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, name);
+  return 1;
+}
+
+void lkvbm_setmetatable(lua_State *L, const char *name) {
+  getmetatable_fast(L, name);
+  lua_setmetatable(L, -2);
+}
+
+void *lkvbm_testudata(lua_State *L, int idx, const char *name) {
+  void *p = lua_touserdata(L, idx);
+  if (!p || !lua_getmetatable(L, idx)) return NULL;
+  getmetatable_fast(L, name);
+  int same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+
+void *lkvbm_checkudata(lua_State *L, int idx, const char *name) {
+  void *p = lkvbm_testudata(L, idx, name);
+  return p ? p : luaL_checkudata(L, idx, name); /* raises with Lua's own message */
+}
+
 /* ------------------------------------------------------------ module */
 
 /* kvbm.<name> for the pure-Lua parts loads lua/kvbm/<name>.lua on first

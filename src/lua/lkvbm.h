@@ -104,6 +104,12 @@ void lkvbm_setbox(lua_State *L, const void *box, int idx);
 int lkvbm_getbox(lua_State *L, const void *box); /* pushes it (or nil); returns its type */
 
 void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+/* luaL_setmetatable / luaL_testudata / luaL_checkudata for the hot paths:
+ * the metatable is found by the address of the name (cached in the
+ * registry under that address), so no string is hashed or compared. */
+void lkvbm_setmetatable(lua_State *L, const char *name);
+void *lkvbm_testudata(lua_State *L, int idx, const char *name);
+void *lkvbm_checkudata(lua_State *L, int idx, const char *name);
 
 int lkvbm_open_hash(lua_State *L);     /* pushes the kvbm.hash table */
 void lkvbm_open_sequence(lua_State *L); /* sets kvbm.sequence on the table at -1 */

@@ -6,7 +6,7 @@
 #include "lkvbm.h"
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
-  ManagerBox *mb = luaL_checkudata(L, idx, LKVBM_MANAGER_MT);
+  ManagerBox *mb = lkvbm_checkudata(L, idx, LKVBM_MANAGER_MT);
   if (!mb->m) luaL_error(L, "attempt to use a closed " LKVBM_MANAGER_MT);
   return mb;
 }
@@ -253,7 +253,7 @@ static int manager_allocate_with_evictions(lua_State *L) { return allocate(L, 1)
 /* -------------------------------------------------------- registration */
 
 static kvbm_block checkcomplete(lua_State *L, int idx, ManagerBox *mb) {
-  BlockBox *bb = luaL_testudata(L, idx, LKVBM_COMPLETE_MT);
+  BlockBox *bb = lkvbm_testudata(L, idx, LKVBM_COMPLETE_MT);
   if (!bb) luaL_typeerror(L, idx, LKVBM_COMPLETE_MT);
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed " LKVBM_COMPLETE_MT);
   lua_getiuservalue(L, idx, 1);
