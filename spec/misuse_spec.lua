@@ -56,6 +56,8 @@ local function world()
   w.path = os.tmpname()
   w.fsink = assert(kvbm.sink.file(w.path))
   w.msg = kvbm.wire.encode { kind = "create", hashes = { w.h }, instance_id = 1 }
+  w.tiers = assert(kvbm.tiers { block_size = 4, G1 = { blocks = 16 }, G2 = { blocks = 16 }, policy = "offload_on_release" })
+  w.spare_tiers = assert(kvbm.tiers { block_size = 4, G1 = { blocks = 4 } })._core
   return w
 end
 
@@ -64,6 +66,7 @@ local function free(w)
   w.pub:close()
   w.fsink:close()
   w.sub:close()
+  w.tiers:close()
   os.remove(w.path)
 end
 
@@ -90,6 +93,11 @@ local CALLS = {
   { nil, "prometheus", W({}) }, { nil, "_debug.check", W("@m") }, { nil, "_debug.live", A() },
   { nil, "new_error", A("no_space", "a message", {}) }, { nil, "trace.load", A("/nonexistent/trace") },
   { nil, "trace.parse", A("") },
+  { nil, "_tiers.new", W("@tiers", {}, "none") }, { nil, "_tiers.admit", W("@tiers", "@seq") },
+  { nil, "_tiers.complete", W("@tiers", {}) }, { nil, "_tiers.complete_all", W("@tiers") },
+  { nil, "_tiers.plans", W("@tiers") }, { nil, "_tiers.presence", W("@tiers", "@h") },
+  { nil, "_tiers.planned", W("@tiers", "G2", "@h") }, { nil, "_tiers.stats", W("@tiers") },
+  { nil, "_tiers.ctx", W("@tiers") }, { nil, "_tiers.close", W("@spare_tiers") },
   -- sequences
   { "seq", "append", A(5) }, { "seq", "extend", A({ 5, 6 }) }, { "seq", "block_hash", A(0) }, { "seq", "block_size", A() },
   { "seq", "blocks", A() }, { "seq", "hash", A(0) }, { "seq", "hashes", A() }, { "seq", "partial", A() }, { "seq", "pop", A() },

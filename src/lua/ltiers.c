@@ -54,6 +54,12 @@ static int tier_of(const PlannerBox *pb, const char *name) {
   return KVBM_NO_TIER;
 }
 
+/* A tier name argument ("G1", ...): a string, no number coerced. */
+static const char *checktiername(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TSTRING) luaL_typeerror(L, idx, "tier name");
+  return lua_tostring(L, idx);
+}
+
 /* The planner box of the Tiers table (or box) at idx; raises when closed. */
 static PlannerBox *checkplanner(lua_State *L, int idx) {
   PlannerBox *pb;
@@ -291,7 +297,7 @@ static PlannerBox *ctx_planner(lua_State *L) {
 static int ctx_present(lua_State *L) {
   PlannerBox *pb = ctx_planner(L);
   kvbm_hash h = lkvbm_checkhash(L, 2);
-  int tier = tier_of(pb, luaL_checkstring(L, 3));
+  int tier = tier_of(pb, checktiername(L, 3));
   lua_pushboolean(L, tier != KVBM_NO_TIER && kvbm_tiers_present(pb->t, (unsigned)tier, h));
   return 1;
 }
@@ -305,7 +311,7 @@ static int ctx_frequency(lua_State *L) {
 
 static int ctx_manager(lua_State *L) {
   PlannerBox *pb = ctx_planner(L);
-  int tier = tier_of(pb, luaL_checkstring(L, 2));
+  int tier = tier_of(pb, checktiername(L, 2));
   if (tier == KVBM_NO_TIER) return 0;
   lua_getiuservalue(L, lua_upvalueindex(1), UV_MANAGERS);
   lua_rawgeti(L, -1, tier + 1);
@@ -336,6 +342,10 @@ static void pushctx(lua_State *L, int pidx, int tidx) {
 static int planner_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
+  int pt = lua_type(L, 3);
+  if (pt != LUA_TNONE && pt != LUA_TNIL && pt != LUA_TTABLE && pt != LUA_TSTRING)
+    return luaL_error(L, "kvbm.tiers: policy must be a table of hooks or the name of a built-in rule, got %s",
+                      luaL_typename(L, 3));
   PlannerBox *pb = lua_newuserdatauv(L, sizeof *pb, UV_COUNT);
   memset(pb, 0, sizeof *pb);
   pb->err_ref = LUA_NOREF;
@@ -551,7 +561,7 @@ static int planner_presence(lua_State *L) {
 /* t:_planned(tier, h): a pending plan copies h into tier. */
 static int planner_planned(lua_State *L) {
   PlannerBox *pb = checkplanner(L, 1);
-  int tier = tier_of(pb, luaL_checkstring(L, 2));
+  int tier = tier_of(pb, checktiername(L, 2));
   kvbm_hash h = lkvbm_checkhash(L, 3);
   lua_pushboolean(L, tier != KVBM_NO_TIER && kvbm_tiers_planned(pb->t, (unsigned)tier, h));
   return 1;
