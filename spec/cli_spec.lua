@@ -180,7 +180,7 @@ describe("the kvbm program", function()
       -- a link with a name of its own, so that only this REPL gets the signal
       local link = os.tmpname()
       os.remove(link)
-      assert(os.execute("ln -s " .. helpers.shell_quote(kvbm_bin) .. " " .. helpers.shell_quote(link)))
+      assert(os.execute("ln -s " .. helpers.shell_quote(helpers.real_program("kvbm")) .. " " .. helpers.shell_quote(link)))
       local input = "while true do end\nprint('still ' .. 'alive')\n"
       local cmd = "(printf '%s' " .. helpers.shell_quote(input) .. "; sleep 3) | TERM=dumb script -qec "
         .. helpers.shell_quote(helpers.shell_quote(link)) .. " /dev/null 2>&1 & "

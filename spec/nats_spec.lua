@@ -4,6 +4,11 @@ local kvbm = require "kvbm"
 local helpers = require "helpers"
 local nats_server = require "tools.nats_server"
 
+if not helpers.need(kvbm.features.nats, "kvbm was built without NATS (configure --without-nats)") then return end
+if not helpers.need(helpers.tool("KVBM_NATS_SERVER", "nats-server"), "nats-server not found (apt: nats-server)") then
+  return
+end
+
 local wait_for, now = nats_server.wait_for, nats_server.now
 
 -- hash of block p of tokens 0..4(p+1), block size 4, salt 1337

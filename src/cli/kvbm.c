@@ -14,7 +14,7 @@
  *  - the global `kvbm` (and package.loaded.kvbm) is opened before anything
  *    runs, and package.path is prefixed with the directory holding kvbm's
  *    pure-Lua modules (see lua_module_dir());
- *  - the REPL uses GNU readline and prints results with kvbm.repl's `print`
+ *  - the REPL uses GNU readline (plain lines without it: noreadline.h) and prints results with kvbm.repl's `print`
  *    when that module is available;
  *  - `kvbm sim args...` runs require("kvbm.sim").main({args...}).
  */
@@ -34,8 +34,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef HAVE_READLINE
 #include <readline/readline.h>
 #include <readline/history.h>
+#else
+#include "noreadline.h"
+#endif
 
 #include <lua.h>
 #include <lauxlib.h>
