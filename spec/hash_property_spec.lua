@@ -6,7 +6,8 @@ local helpers = require "helpers"
 
 local CASES = 3000
 local python = helpers.tool("KVBM_PYTHON", "/usr/bin/python3")
-if not helpers.need(python, "python3 not found: the reference model needs it") then return end
+-- without it: one test reported as skipped (TAP "ok # SKIP"), none run
+if not python then return pending("python3 not found: the reference model needs it") end
 
 -- An unsigned decimal as its 64-bit pattern (integer arithmetic wraps).
 local function parse_u64(text)

@@ -78,15 +78,6 @@ function M.tool(env, fallback)
   return v
 end
 
---- For a spec (or describe block) that needs a tool: true when it is there;
---- otherwise registers one pending test (TAP "ok # SKIP why", counted as
---- skipped) and returns false, so the caller returns without its tests.
-function M.need(path, why)
-  if path then return true end
-  pending(why)
-  return false
-end
-
 function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 return M

@@ -7,7 +7,7 @@ local replay = require "kvbm.replay"
 local helpers = require "helpers"
 
 local python = helpers.tool("KVBM_PYTHON", "/usr/bin/python3")
-if not helpers.need(python, "python3 not found: the trace generator and the model need it") then return end
+if not python then return pending("python3 not found: the trace generator and the model need it") end
 local src = helpers.srcdir()
 
 local function sh(cmd)
