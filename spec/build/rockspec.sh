@@ -31,6 +31,7 @@ cp "$src/configure.ac" "$work/src/" &&
   cp "$src"/src/lua/*.c "$src"/src/lua/*.h "$work/src/src/lua/" &&
   rm -f "$work/src/src/kvbm_version.h" &&
   cp -R "$src/lua" "$src/rockspecs" "$work/src/" || fail "copy the sources"
+chmod -R u+w "$work/src" # a read-only source tree (make distcheck) gives read-only copies
 
 # HOME: luarocks' own config and cache stay in the work directory
 (cd "$work/src" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL HOME="$work/home" \
