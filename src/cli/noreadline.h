@@ -1,14 +1,12 @@
 /* noreadline.h - the little of GNU readline the REPL uses, for a build
  * without it (configure found no libreadline, or --without-readline):
- * plain lines from stdin, no editing, no history. */
+ * plain lines from stdin; kvbm.c leaves out history and completion. */
 #ifndef KVBM_NOREADLINE_H
 #define KVBM_NOREADLINE_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *rl_readline_name;
 
 /* A malloc'ed line without its newline, or NULL at end of input. */
 static char *readline(const char *prompt) {
@@ -33,7 +31,5 @@ static char *readline(const char *prompt) {
   line[len] = '\0';
   return line;
 }
-
-static void add_history(const char *line) { (void)line; }
 
 #endif
