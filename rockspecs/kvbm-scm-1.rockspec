@@ -23,6 +23,7 @@ dependencies = {
 external_dependencies = {
   LIBEV = { header = "ev.h", library = "ev" },
   XXHASH = { header = "xxhash.h" },
+  JANSSON = { header = "jansson.h", library = "jansson" },
 }
 build = {
   type = "make",
