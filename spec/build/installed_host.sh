@@ -33,8 +33,9 @@ pcdir=$stage/root$KVBM_LIBDIR/pkgconfig
 for pc in kvbm kvbm-lua; do
   [ -f "$pcdir/$pc.pc" ] || fail "$pc.pc installed in \$(libdir)/pkgconfig"
 done
-# only the staged .pc files (PKG_CONFIG_LIBDIR), their paths under the stage
-kvbm_flags=$(PKG_CONFIG_LIBDIR=$pcdir PKG_CONFIG_SYSROOT_DIR=$stage/root \
+# the staged .pc files first (the system's for what they require), their
+# paths under the stage
+kvbm_flags=$(PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH} PKG_CONFIG_SYSROOT_DIR=$stage/root \
   pkg-config --cflags --libs kvbm-lua 2>"$log") || fail "pkg-config --cflags --libs kvbm-lua" "$log"
 lua_flags=$(pkg-config --cflags --libs "${KVBM_LUA_PC:-lua5.4}" 2>"$log") ||
   fail "pkg-config --cflags --libs ${KVBM_LUA_PC:-lua5.4}" "$log"
