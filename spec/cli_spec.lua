@@ -127,7 +127,11 @@ describe("the kvbm program", function()
       return s
     end
 
-    it("completes Lua globals, fields and methods on Tab, never file names", function()
+    -- line editing needs readline (configure --without-readline: plain lines)
+    local editing = os.getenv("KVBM_READLINE") ~= "no"
+    local it_editing = editing and it or function(name, ...) pending(name .. " (built without readline)", ...) end
+
+    it_editing("completes Lua globals, fields and methods on Tab, never file names", function()
       local home = tmpdir()
       assert(io.open(home .. "/zzfile.txt", "w")):close()
       local out = repl("ok1 = kvbm.hash.tostr\t == kvbm.hash.tostring\n"
@@ -139,7 +143,7 @@ describe("the kvbm program", function()
       assert.matches("R\ttrue\ttrue\ttrue\t5", out)
     end)
 
-    it("keeps history in $HOME/.kvbm_history across sessions", function()
+    it_editing("keeps history in $HOME/.kvbm_history across sessions", function()
       local home = tmpdir()
       repl("x = 1\nprint('first' .. 'session')\n", home)
       local hist = slurp(home .. "/.kvbm_history")
@@ -164,8 +168,9 @@ describe("the kvbm program", function()
     it("prints expressions, =expr and hashes in Display form", function()
       local out = repl("1+1\n=2*3\nkvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1)\n"
         .. "kvbm.hash.tostring(kvbm.sequence({0,1,2,3,4,5,6,7}, 4, 1337):hash(1))\n")
-      assert.matches("\n2\r?\n", out)
-      assert.matches("\n6\r?\n", out)
+      -- "> 2": without readline the terminal, not the REPL, echoes the input
+      assert.matches("[\n ]2\r?\n", out)
+      assert.matches("[\n ]6\r?\n", out)
       assert.matches("<1:P5PmJLYPXS4:12KUtXWCDJu>", out, 1, true)
       assert.matches('"1:P5PmJLYPXS4:12KUtXWCDJu"', out, 1, true)
     end)
@@ -180,7 +185,7 @@ describe("the kvbm program", function()
       -- a link with a name of its own, so that only this REPL gets the signal
       local link = os.tmpname()
       os.remove(link)
-      assert(os.execute("ln -s " .. helpers.shell_quote(kvbm_bin) .. " " .. helpers.shell_quote(link)))
+      assert(os.execute("ln -s " .. helpers.shell_quote(helpers.real_program("kvbm")) .. " " .. helpers.shell_quote(link)))
       local input = "while true do end\nprint('still ' .. 'alive')\n"
       local cmd = "(printf '%s' " .. helpers.shell_quote(input) .. "; sleep 3) | TERM=dumb script -qec "
         .. helpers.shell_quote(helpers.shell_quote(link)) .. " /dev/null 2>&1 & "

@@ -29,6 +29,20 @@ end
 function M.srcdir() return os.getenv("KVBM_SRCDIR") or "." end
 function M.builddir() return os.getenv("KVBM_BUILDDIR") or "." end
 
+--- The binary of a program linked to the shared libraries: builddir/name is
+--- libtool's wrapper script, which execs .libs/[lt-]name (so a signal sent
+--- by name must aim at that). Needs LD_LIBRARY_PATH (make check sets it).
+function M.real_program(name)
+  for _, p in ipairs { "/.libs/lt-" .. name, "/.libs/" .. name } do
+    local f = io.open(M.builddir() .. p, "rb")
+    if f then
+      f:close()
+      return M.builddir() .. p
+    end
+  end
+  return M.builddir() .. "/" .. name
+end
+
 --- Runs a shell command; returns its stdout, and its exit status.
 function M.run(cmd)
   local p = assert(io.popen(cmd .. "; echo \"@@status=$?\"", "r"))
@@ -52,6 +66,16 @@ function M.real_trace(name)
       end
     end
   end
+end
+
+--- The path configure found for a test-only tool (environment variable env,
+--- set by `make check`), or nil when it is missing ("no"). Outside make
+--- check (no variable), fallback is used.
+function M.tool(env, fallback)
+  local v = os.getenv(env)
+  if v == nil then return fallback end
+  if v == "" or v == "no" then return nil end
+  return v
 end
 
 function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end

@@ -2,8 +2,8 @@
 local helpers = require "helpers"
 
 describe("the kvbm.so module", function()
-  it("loads into lua5.4 from the build tree", function()
-    local lua = os.getenv("KVBM_LUA") or "lua5.4"
+  local lua = helpers.tool("KVBM_LUA", "lua5.4")
+  ;(lua and it or pending)("loads into lua5.4 from the build tree" .. (lua and "" or " (lua5.4 not found)"), function()
     local env = "LUA_CPATH=" .. helpers.shell_quote(helpers.builddir() .. "/.libs/?.so") .. " "
     if (os.getenv("KVBM_SANITIZERS") or "") ~= "" then
       -- an instrumented module needs the ASan runtime first in an uninstrumented lua5.4

@@ -4,6 +4,10 @@ local kvbm = require "kvbm"
 local helpers = require "helpers"
 local nats_server = require "tools.nats_server"
 
+-- reported as skipped (TAP "ok # SKIP") when NATS is not built or no server
+if not kvbm.features.nats then return pending("kvbm was built without NATS (configure --without-nats)") end
+if not helpers.tool("KVBM_NATS_SERVER", "nats-server") then return pending("nats-server not found (apt: nats-server)") end
+
 local wait_for, now = nats_server.wait_for, nats_server.now
 
 -- hash of block p of tokens 0..4(p+1), block size 4, salt 1337

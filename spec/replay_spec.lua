@@ -6,7 +6,8 @@ local kvbm = require "kvbm"
 local replay = require "kvbm.replay"
 local helpers = require "helpers"
 
-local python = os.getenv("KVBM_PYTHON") or "/usr/bin/python3"
+local python = helpers.tool("KVBM_PYTHON", "/usr/bin/python3")
+if not python then return pending("python3 not found: the trace generator and the model need it") end
 local src = helpers.srcdir()
 
 local function sh(cmd)

@@ -287,9 +287,10 @@ describe("kvbm sim", function()
     assert.matches("blocks/s", out)
   end)
 
-  it("replays a trace file with each example policy", function()
+  local py = helpers.tool("KVBM_PYTHON", "/usr/bin/python3")
+  -- without python3 (no trace generator) this one is reported as skipped
+  ;(py and it or pending)("replays a trace file with each example policy", function()
     local trace = os.tmpname()
-    local py = os.getenv("KVBM_PYTHON") or "/usr/bin/python3"
     local _, st = helpers.run(helpers.shell_quote(py) .. " " .. helpers.shell_quote(helpers.srcdir() .. "/scripts/gen_trace.py")
       .. " --requests 80 --prefix-tokens 128 --suffix 8 64 > " .. helpers.shell_quote(trace))
     assert.are.equal(0, st)

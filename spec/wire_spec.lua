@@ -296,8 +296,8 @@ describe("kvbm.wire", function()
   end)
 
   describe("cross-check with Python msgpack", function()
-    local python = os.getenv("KVBM_PYTHON")
-    if not python or python == "" or python == "no" then python = "/usr/bin/python3" end
+    local python = helpers.tool("KVBM_PYTHON", "/usr/bin/python3")
+    if not python then return pending("python3 not found: the msgpack cross-check needs it") end
 
     local function py(script, ...)
       local args = {}

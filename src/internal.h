@@ -43,10 +43,6 @@ void kvbm__hash_blocks(const uint32_t *src, uint32_t *dst, size_t block_size, ui
                        size_t first, size_t last, uint64_t parent, uint64_t *block_hashes,
                        kvbm_hash *hashes);
 
-/* Checks a manager's invariants; counts[] gets the slots per state
- * (kvbm_block_state_t order). 0, or -1 with a message. */
-int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size);
-
 /* The position of a lineage hash (layout B), inline for hot loops; a
  * malformed hash (mode bits 11) reads as position 0. */
 static inline uint64_t kvbm__hash_position(kvbm_hash h) {

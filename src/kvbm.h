@@ -301,6 +301,11 @@ KVBM_API size_t kvbm_manager_block_size(const kvbm_manager *m);
 KVBM_API size_t kvbm_manager_inactive(const kvbm_manager *m);
 KVBM_API size_t kvbm_manager_reset(const kvbm_manager *m);
 KVBM_API size_t kvbm_manager_bytes(const kvbm_manager *m); /* engine memory held */
+/* Debug self-check of a manager's invariants (slot states, the reset ring,
+ * the inactive index, the registry's view). counts[] gets the slots per
+ * state (kvbm_block_state_t order). 0, or KVBM_ESTATE with what is broken
+ * in msg; O(slots + entries), for tests and debugging. */
+KVBM_API int kvbm_manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size);
 
 /* All or nothing: n mutable blocks (reset pool first, FIFO, then evictions in
  * policy order) or KVBM_ENOSPC with nothing changed. evicted (room for n, may
@@ -545,29 +550,7 @@ KVBM_API void kvbm_publisher_free(kvbm_publisher *p); /* closes first */
 KVBM_API int kvbm_publisher_flush(kvbm_publisher *p);
 KVBM_API void kvbm_publisher_get_stats(const kvbm_publisher *p, kvbm_publisher_stats *out);
 
-/* A NATS sink on libnats: reconnects are left to the client library, which
- * buffers while disconnected. Connection failure: KVBM_ESINK with a
- * message in err. alloc (NULL: the C library's) holds the sink's state;
- * libnats allocates its own with malloc. */
-KVBM_API KVBM_NODISCARD int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url,
-                                               kvbm_sink *out, char *err, size_t errlen);
-/* Counters of a NATS sink (from kvbm_sink_nats_new). Core NATS delivers at
- * most once: the sink cannot see what a server or a subscriber missed, only
- * what follows. */
-typedef struct kvbm_nats_stats {
-  uint64_t disconnects, reconnects; /* seen by libnats' callbacks */
-  uint64_t errors;                  /* publish/flush failures, async errors */
-  uint64_t published;               /* messages libnats accepted */
-  uint64_t dropped;                 /* messages libnats refused (buffer full): lost */
-  uint64_t published_while_down;    /* accepted while disconnected: sent after the
-                                       reconnect; a subscriber down too misses them */
-  uint64_t unsent;                  /* accepted while down, not sent yet: lost
-                                       if the sink closes before the reconnect */
-  uint64_t buffered_bytes;          /* connected: not written to the socket yet */
-  int connected;                    /* 1 while connected */
-  char last_error[128];
-} kvbm_nats_stats;
-KVBM_API void kvbm_sink_nats_stats(const kvbm_sink *s, kvbm_nats_stats *out);
+/* The NATS sink and consumer are in libkvbm-nats: see kvbm_nats.h. */
 
 /* ---------------------------------------------------------- assignments */
 

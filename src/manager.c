@@ -609,7 +609,7 @@ int kvbm_reset_inactive(kvbm_manager *m) {
 
 /* Verifies the store's invariants (crate spec 3.10) and that the registry
  * agrees with the slots; used by the randomized model specs. */
-int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size) {
+static int check_invariants(const kvbm_manager *m, size_t counts[6], char *msg, size_t size) {
   const kvbm_registry *r = m->reg;
   size_t n[8] = {0};
   for (uint32_t s = 0; s < m->total; s++) {
@@ -676,4 +676,10 @@ int kvbm__manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size
   if (counts)
     for (int i = 0; i < 6; i++) counts[i] = n[i];
   return 0;
+}
+
+int kvbm_manager_check(const kvbm_manager *m, size_t counts[6], char *msg, size_t size) {
+  if (!m || !counts || !msg || size == 0) return KVBM_EINVAL;
+  msg[0] = '\0';
+  return check_invariants(m, counts, msg, size) < 0 ? KVBM_ESTATE : 0;
 }

@@ -29,7 +29,7 @@ static kvbm_manager *make(kvbm_registry *reg, uint32_t n, kvbm_backend b, int re
 static int healthy(const kvbm_manager *m) {
   char msg[200];
   size_t counts[6];
-  int rc = kvbm__manager_check(m, counts, msg, sizeof msg);
+  int rc = kvbm_manager_check(m, counts, msg, sizeof msg);
   if (rc) printf("# check: %s\n", msg);
   return rc == 0;
 }

@@ -5,7 +5,7 @@
  * KVBM_ESINK (the NATS specs cover a live server). */
 #include <stdlib.h>
 
-#include "kvbm.h"
+#include "kvbm_nats.h"
 #include "tap.h"
 
 static long budget = -1; /* < 0: unlimited */
@@ -36,7 +36,7 @@ int main(void) {
   int k, clean = 1, rc = 0;
   for (k = 0; k < 20; k++) {
     budget = k;
-    rc = kvbm_sink_nats_new(&al, NOBODY, &sink, err, sizeof err);
+    rc = kvbm_nats_sink_new(&al, NOBODY, &sink, err, sizeof err);
     budget = -1;
     if (rc != KVBM_ENOMEM) break;
     if (live_allocs != 0 || !strstr(err, "out of memory") || sink.ud) {
@@ -48,7 +48,7 @@ int main(void) {
   ok(rc == KVBM_ESINK && strstr(err, "nats connect") && live_allocs == 0,
      "with every allocation granted: the connect fails cleanly (%s), nothing left", err);
   ok(calls > 0, "the sink allocated through the hook (%ld calls)", calls);
-  ok(kvbm_sink_nats_new(NULL, NOBODY, &sink, err, sizeof err) == KVBM_ESINK, "NULL: the C library's allocator");
-  ok(kvbm_sink_nats_new(&al, "", &sink, err, sizeof err) == KVBM_EINVAL && live_allocs == 0, "no URL: refused first");
+  ok(kvbm_nats_sink_new(NULL, NOBODY, &sink, err, sizeof err) == KVBM_ESINK, "NULL: the C library's allocator");
+  ok(kvbm_nats_sink_new(&al, "", &sink, err, sizeof err) == KVBM_EINVAL && live_allocs == 0, "no URL: refused first");
   return tap_done();
 }

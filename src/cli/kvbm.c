@@ -14,7 +14,8 @@
  *  - the global `kvbm` (and package.loaded.kvbm) is opened before anything
  *    runs, and package.path is prefixed with the directory holding kvbm's
  *    pure-Lua modules (see lua_module_dir());
- *  - the REPL uses GNU readline and prints results with kvbm.repl's `print`
+ *  - the REPL uses GNU readline (plain lines without it: noreadline.h)
+ *    and prints results with kvbm.repl's `print`
  *    when that module is available;
  *  - `kvbm sim args...` runs require("kvbm.sim").main({args...}).
  */
@@ -34,8 +35,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef HAVE_READLINE
 #include <readline/readline.h>
 #include <readline/history.h>
+#else
+#include "noreadline.h"
+#endif
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -655,6 +660,7 @@ static int pushline(lua_State *L, int firstline)
     return 1;
 }
 
+#ifdef HAVE_READLINE
 /* $HOME/.kvbm_history, or NULL without a HOME. */
 static const char *history_path(void)
 {
@@ -667,6 +673,7 @@ static const char *history_path(void)
     return path;
 }
 
+/* Line editing: history and completion; without readline, none. */
 static void save_line(const char *line)
 {
     const char *path = history_path();
@@ -733,6 +740,24 @@ static char **complete(const char *text, int start, int end)
     lua_settop(L, top);
     return rl_completion_matches(text, next_match);
 }
+
+static void setup_line_editing(lua_State *L)
+{
+    rl_readline_name = KVBM_NAME;
+    completionL = L;
+    rl_attempted_completion_function = complete;
+    /* "kvbm.hash.to" and "m:me" are one word: no break at '.' or ':' */
+    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]";
+    rl_completion_append_character = '\0';
+    if (history_path() != NULL) {
+        read_history(history_path());
+        history_truncate_file(history_path(), HISTORY_LINES);
+    }
+}
+#else
+static void save_line(const char *line) { (void)line; }
+static void setup_line_editing(lua_State *L) { (void)L; }
+#endif /* HAVE_READLINE */
 
 /* Syntax error at <eof>: the chunk may continue on the next line. */
 static int incomplete(lua_State *L, int status)
@@ -808,17 +833,8 @@ static void doREPL(lua_State *L)
     int status;
 
     progname = NULL; /* no program name on errors inside the REPL */
-    rl_readline_name = KVBM_NAME;
     load_repl_printer(L);
-    completionL = L;
-    rl_attempted_completion_function = complete;
-    /* "kvbm.hash.to" and "m:me" are one word: no break at '.' or ':' */
-    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]";
-    rl_completion_append_character = '\0';
-    if (history_path() != NULL) {
-        read_history(history_path());
-        history_truncate_file(history_path(), HISTORY_LINES);
-    }
+    setup_line_editing(L);
     while ((status = loadline(L)) != -1) {
         if (status == LUA_OK)
             status = docall(L, 0, LUA_MULTRET);

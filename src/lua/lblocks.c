@@ -45,13 +45,7 @@ static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
   lua_getiuservalue(L, 1, 1);
   RegistryBox *rb = ((ManagerBox *)lua_touserdata(L, -1))->reg;
   lua_pop(L, 1);
-  if (rb->r && rb->busy) {
-    if (from_gc && lua_getmetatable(L, 1)) { /* finalize again in a later cycle */
-      lua_setmetatable(L, 1);
-      return 0;
-    }
-    lkvbm_enter(L, rb); /* raises */
-  }
+  if (rb->r && lkvbm_defer_if_busy(L, rb, 1, from_gc)) return 0;
   bb->live = 0;
   if (rb->r) { /* NULL: the registry was finalized in this same cycle */
     (void)kvbm_registry_unacquire(rb->r, bb->w.hash); /* held: bb was live */
@@ -72,13 +66,7 @@ static int release(lua_State *L, const char *mt, int from_gc) {
     bb->live = 0;
     return 0;
   }
-  if (mb->reg->busy) {
-    if (from_gc && lua_getmetatable(L, 1)) { /* finalize again in a later cycle */
-      lua_setmetatable(L, 1);
-      return 0;
-    }
-    lkvbm_enter(L, mb->reg); /* raises */
-  }
+  if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
   bb->live = 0;
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);

@@ -9,7 +9,6 @@
  */
 #include <string.h>
 
-#include "internal.h" /* kvbm__grow: the binding links the core statically */
 #include "lkvbm.h"
 
 enum { SET_MUTABLE, SET_IMMUTABLE };
@@ -37,7 +36,7 @@ static SetBox *newset(lua_State *L, int midx, int kind, size_t n) {
   luaL_setmetatable(L, LKVBM_SET_MT);
   lua_pushvalue(L, midx);
   lua_setiuservalue(L, -2, 1);
-  if (kvbm__grow(sb->alloc, (void **)&sb->b, &sb->cap, n ? n : 1, sizeof *sb->b))
+  if (lkvbm_grow(sb->alloc, (void **)&sb->b, &sb->cap, n ? n : 1, sizeof *sb->b))
     return NULL; /* the caller returns nil, no_memory */
   return sb;
 }
@@ -201,7 +200,7 @@ static int set_append(lua_State *L) {
   SetBox *other = luaL_checkudata(L, 2, LKVBM_SET_MT);
   luaL_argcheck(L, set_owner(L, 2) == mb && other->kind == sb->kind && other != sb, 2,
                 "a different set of the same kind and manager");
-  if (kvbm__grow(sb->alloc, (void **)&sb->b, &sb->cap, sb->n + other->n, sizeof *sb->b))
+  if (lkvbm_grow(sb->alloc, (void **)&sb->b, &sb->cap, sb->n + other->n, sizeof *sb->b))
     return lkvbm_pusherror(L, KVBM_ENOMEM); /* both sets as they were */
   memcpy(sb->b + sb->n, other->b, other->n * sizeof *sb->b);
   sb->n += other->n;
@@ -214,13 +213,7 @@ static int release_set(lua_State *L, int from_gc) {
   SetBox *sb = luaL_checkudata(L, 1, LKVBM_SET_MT);
   ManagerBox *mb = set_owner(L, 1);
   if (mb && sb->n) {
-    if (mb->reg->busy) {
-      if (from_gc && lua_getmetatable(L, 1)) { /* finalize again later */
-        lua_setmetatable(L, 1);
-        return 0;
-      }
-      lkvbm_enter(L, mb->reg);
-    }
+    if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
     CoreCall cc;
     lkvbm_core_begin(L, mb, &cc);
     for (size_t i = 0; i < sb->n; i++) (void)kvbm_release(mb->m, sb->b[i]);
@@ -228,7 +221,7 @@ static int release_set(lua_State *L, int from_gc) {
   }
   sb->n = 0;
   if (from_gc) {
-    kvbm__free(sb->alloc, sb->b, sb->cap * sizeof *sb->b);
+    lkvbm_free(sb->alloc, sb->b, sb->cap * sizeof *sb->b);
     sb->b = NULL;
     sb->cap = 0;
   }

@@ -1,4 +1,5 @@
 /* lkvbm.c - luaopen_kvbm: the module table, errors, the counting allocator. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,24 @@ static BindingState *binding_state(lua_State *L) {
 }
 
 const kvbm_allocator *lkvbm_allocator(lua_State *L) { return &binding_state(L)->alloc; }
+
+int lkvbm_grow(const kvbm_allocator *a, void **arr, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return 0;
+  size_t ncap = *cap ? *cap : 8;
+  while (ncap < need) {
+    if (ncap > SIZE_MAX / 2 / elem) return KVBM_ENOMEM;
+    ncap *= 2;
+  }
+  void *p = a->fn(a->ud, *arr, *arr ? *cap * elem : 0, ncap * elem);
+  if (!p) return KVBM_ENOMEM;
+  *arr = p;
+  *cap = ncap;
+  return 0;
+}
+
+void lkvbm_free(const kvbm_allocator *a, void *ptr, size_t size) {
+  if (ptr) (void)a->fn(a->ud, ptr, size, 0);
+}
 
 static int debug_live(lua_State *L) {
   BindingState *bs = binding_state(L);
@@ -249,6 +268,15 @@ int lkvbm_getbox(lua_State *L, const void *box) {
   return t;
 }
 
+void lkvbm_subtable(lua_State *L, int mod, const char *name) {
+  if (lua_getfield(L, mod, name) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, mod, name);
+  }
+}
+
 void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
   luaL_newmetatable(L, name);
   luaL_setfuncs(L, meta, 0);
@@ -309,7 +337,7 @@ static int lazy_index(lua_State *L) {
   return 0;
 }
 
-KVBM_API int luaopen_kvbm(lua_State *L) {
+KVBM_API int kvbm_lua_open(lua_State *L) {
   static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
   static const luaL_Reg debug_funcs[] = {{"live", debug_live}, {NULL, NULL}};
   luaL_checkversion(L);
@@ -354,3 +382,5 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lua_setmetatable(L, -2);
   return 1;
 }
+
+KVBM_API int luaopen_kvbm(lua_State *L) { return kvbm_lua_open(L); }

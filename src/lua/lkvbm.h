@@ -57,6 +57,12 @@ ManagerBox *lkvbm_checkmanager(lua_State *L, int idx);
 RegistryBox *lkvbm_checkregistry(lua_State *L, int idx);
 #define LKVBM_RUNNING_EVICTION "a manager of this registry is running its eviction policy"
 #define LKVBM_RUNNING_EVENTS "the events policy of this registry is running (inside a registration)"
+/* Pushes an empty kvbm.Registry box (on Lua's allocator); the adopt call
+ * then gives it r (one reference, released at __gc) and takes over r's
+ * hooks. The box must be at the top of the stack for adopt. */
+RegistryBox *lkvbm_newregistrybox(lua_State *L);
+void lkvbm_adoptregistry(lua_State *L, RegistryBox *rb, kvbm_registry *r);
+/* The core-call protocol (lcorecall.c): */
 /* Refuses a call that arrives while the registry's managers run policy code. */
 void lkvbm_enter(lua_State *L, RegistryBox *rb);
 /* Drops the attachments of registrations that ended (see RegistryBox). */
@@ -73,6 +79,12 @@ void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc);
 /* The same for a core call on a registry alone (no manager policy). */
 void lkvbm_registry_begin(lua_State *L, RegistryBox *rb, int calls_lua, CoreCall *cc);
 void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc);
+/* For a release or finalizer of the object at idx: 0 when rb is not busy
+ * (go ahead); 1 when it is and this is a collection (the object will be
+ * finalized again later; return from __gc); raises for a call from Lua. */
+int lkvbm_defer_if_busy(lua_State *L, RegistryBox *rb, int idx, int from_gc);
+/* The registry's on_remove hook: records h for lkvbm_flush_removed. */
+void lkvbm_registry_removed(void *ud, kvbm_hash h);
 
 /* Pushes a new guard of type mt for block b of the manager at index midx. */
 BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b);
@@ -84,6 +96,10 @@ void lkvbm_policy_free(lua_State *L, ManagerBox *mb);
 /* The allocator every kvbm object made from this state uses: Lua's own,
  * wrapped to count live allocations for kvbm._debug.live(). */
 const kvbm_allocator *lkvbm_allocator(lua_State *L);
+/* Arrays on that allocator: grows *arr (elem-size items, capacity *cap) to
+ * at least need items, doubling; 0 or KVBM_ENOMEM (the array untouched). */
+int lkvbm_grow(const kvbm_allocator *a, void **arr, size_t *cap, size_t need, size_t elem);
+void lkvbm_free(const kvbm_allocator *a, void *ptr, size_t size); /* NULL is fine */
 
 /* Pushes nil and an error table {code=, message=} (plus detail fields the
  * caller sets on the table at -1 afterwards). Returns 2. */
@@ -103,6 +119,9 @@ uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n);
 void lkvbm_setbox(lua_State *L, const void *box, int idx);
 int lkvbm_getbox(lua_State *L, const void *box); /* pushes it (or nil); returns its type */
 
+/* Pushes the table mod[name] (mod: an absolute index), creating it if no
+ * other part of the module has. */
+void lkvbm_subtable(lua_State *L, int mod, const char *name);
 void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 /* luaL_setmetatable / luaL_testudata / luaL_checkudata for the hot paths:
  * the metatable is found by the address of the name (cached in the

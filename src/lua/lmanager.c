@@ -2,7 +2,6 @@
  * metrics as a table and as Prometheus text. */
 #include <string.h>
 
-#include "internal.h" /* kvbm__manager_check */
 #include "lkvbm.h"
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
@@ -10,37 +9,6 @@ ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
   if (!mb->m) luaL_error(L, "attempt to use a closed " LKVBM_MANAGER_MT);
   return mb;
 }
-
-void lkvbm_registry_begin(lua_State *L, RegistryBox *rb, int calls_lua, CoreCall *cc) {
-  cc->paused_gc = 0;
-  cc->calls_lua = calls_lua;
-  /* A handle release may have ended a registration since the last core
-   * call; drop its attachments now, before this call can register the hash
-   * again (a fresh registration must not see the old ones). */
-  lkvbm_flush_removed(L, rb);
-  if (!calls_lua) return;
-  if (lua_gc(L, LUA_GCISRUNNING)) {
-    lua_gc(L, LUA_GCSTOP);
-    cc->paused_gc = 1;
-  }
-  rb->busy = 1;
-  /* the eviction policy's calls say so themselves (lpolicy.c) */
-  rb->running = rb->lua_hooks ? LKVBM_RUNNING_EVENTS : LKVBM_RUNNING_EVICTION;
-}
-
-void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc) {
-  if (cc->calls_lua) rb->busy = 0;
-  if (cc->paused_gc) lua_gc(L, LUA_GCRESTART);
-  lkvbm_flush_removed(L, rb);
-}
-
-/* No Lua runs inside the core unless there is a Lua eviction policy or a
- * Lua events policy (on new registrations). */
-void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
-  lkvbm_registry_begin(L, mb->reg, mb->policy_ref != LUA_NOREF || mb->reg->lua_hooks, cc);
-}
-
-void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) { lkvbm_registry_end(L, mb->reg, cc); }
 
 /* Checks the manager at idx and that no policy code is running. */
 static ManagerBox *enter(lua_State *L, int idx) {
@@ -165,6 +133,7 @@ static int manager_new(lua_State *L) {
     lkvbm_policy_free(L, mb);
     return lkvbm_pusherror(L, rc);
   }
+  lkvbm_setbox(L, mb->m, midx); /* kvbm_lua_push_manager finds it */
   lua_settop(L, midx);
   return 1;
 }
@@ -172,13 +141,7 @@ static int manager_new(lua_State *L) {
 static int close_manager(lua_State *L, int from_gc) {
   ManagerBox *mb = luaL_checkudata(L, 1, LKVBM_MANAGER_MT);
   if (mb->m) {
-    if (mb->reg->busy) {
-      if (from_gc) { /* collected while policy code runs: finalize again later */
-        luaL_setmetatable(L, LKVBM_MANAGER_MT);
-        return 0;
-      }
-      lkvbm_enter(L, mb->reg); /* raises */
-    }
+    if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
     CoreCall cc;
     lkvbm_core_begin(L, mb, &cc);
     kvbm_manager_free(mb->m);
@@ -535,7 +498,7 @@ static int debug_check(lua_State *L) {
   ManagerBox *mb = lkvbm_checkmanager(L, 1);
   size_t counts[6];
   char msg[200];
-  if (kvbm__manager_check(mb->m, counts, msg, sizeof msg) < 0) {
+  if (kvbm_manager_check(mb->m, counts, msg, sizeof msg) < 0) {
     luaL_pushfail(L);
     lua_pushstring(L, msg);
     return 2;

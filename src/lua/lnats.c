@@ -23,7 +23,7 @@
  *   delivers at most once: stats() counts the disconnects and reconnects,
  *   what was published while down (subscribers that were down too miss
  *   it), what is still unsent (lost if the sink closes now) and what was
- *   refused (dropped). See src/sink_nats.c.
+ *   refused (dropped). See src/nats_sink.c.
  *
  *   A closed sink is a programming error, like any closed kvbm object:
  *   publish and flush on it RAISE ("attempt to use a closed kvbm.NatsSink").
@@ -32,7 +32,8 @@
  *
  *   local sub = kvbm.sub.nats{ url = ..., subject = "kvbm.events" }
  *       --> kvbm.NatsSubscription (a synchronous libnats subscription, which
- *           reconnects like the sink), or nil, err ("sink_error")
+ *           reconnects like the sink; see src/nats_sub.c), or nil, err
+ *           ("sink_error")
  *   sub:next(timeout)  --> the decoded batch { kind = "create"|"remove"|
  *           "shutdown", hashes = {16-byte strings}, instance_id = integer
  *           (or a 16-byte big-endian string when it does not fit in 63
@@ -47,14 +48,16 @@
  *   sub:raw(timeout)   --> payload string, subject; or nil on timeout
  *   sub:close()        idempotent; __close, __gc. next/raw on a closed
  *                      subscription raise.
+ *   kvbm.features.nats is true (false in a build without NATS, where
+ *   kvbm.sink.nats and kvbm.sub.nats raise: see lnats_off.c).
+ *
  *   timeout is in seconds (fractions allowed; 0 = only what is already
  *   here); it defaults to 1 second, so a call never blocks forever.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include <nats/nats.h>
-
+#include "kvbm_nats.h"
 #include "lkvbm.h"
 
 #define DEFAULT_URL "nats://127.0.0.1:4222"
@@ -96,7 +99,7 @@ static NatsSinkBox *checksink(lua_State *L) {
 
 static void sink_doclose(NatsSinkBox *b) {
   if (!b->sink.ud) return;
-  kvbm_sink_nats_stats(&b->sink, &b->last);
+  kvbm_nats_sink_stats(&b->sink, &b->last);
   void *ud = b->sink.ud;
   b->sink.ud = NULL;
   b->sink.close(ud);
@@ -105,7 +108,7 @@ static void sink_doclose(NatsSinkBox *b) {
 /* nil, err with the sink's last error as the message. */
 static int sink_fail(lua_State *L, NatsSinkBox *b, int rc) {
   kvbm_nats_stats st;
-  kvbm_sink_nats_stats(&b->sink, &st);
+  kvbm_nats_sink_stats(&b->sink, &st);
   lkvbm_pusherror(L, rc);
   if (st.last_error[0]) {
     lua_pushfstring(L, "nats %s", st.last_error);
@@ -129,7 +132,7 @@ static int sink_new(lua_State *L) {
   memset(b, 0, sizeof *b);
   luaL_setmetatable(L, LKVBM_NATS_SINK_MT);
   char err[256];
-  int rc = kvbm_sink_nats_new(lkvbm_allocator(L), url, &b->sink, err, sizeof err);
+  int rc = kvbm_nats_sink_new(lkvbm_allocator(L), url, &b->sink, err, sizeof err);
   if (rc < 0) {
     b->sink.ud = NULL;
     lkvbm_pusherror(L, rc);
@@ -173,7 +176,7 @@ static int sink_stats(lua_State *L) {
   NatsSinkBox *b = luaL_checkudata(L, 1, LKVBM_NATS_SINK_MT);
   kvbm_nats_stats st;
   if (b->sink.ud)
-    kvbm_sink_nats_stats(&b->sink, &st);
+    kvbm_nats_sink_stats(&b->sink, &st);
   else
     st = b->last;
   const struct {
@@ -219,34 +222,27 @@ static int sink_tostring(lua_State *L) {
 /* ------------------------------------------------------- subscription */
 
 typedef struct {
-  natsConnection *nc;    /* NULL once closed */
-  natsSubscription *sub;
+  kvbm_nats_sub *sub; /* NULL once closed */
 } NatsSubBox;
 
 static NatsSubBox *checksub(lua_State *L) {
   NatsSubBox *s = luaL_checkudata(L, 1, LKVBM_NATS_SUB_MT);
-  if (!s->nc) luaL_error(L, "attempt to use a closed " LKVBM_NATS_SUB_MT);
+  if (!s->sub) luaL_error(L, "attempt to use a closed " LKVBM_NATS_SUB_MT);
   return s;
 }
 
 static void sub_doclose(NatsSubBox *s) {
-  if (!s->nc) return;
-  natsSubscription_Destroy(s->sub); /* also unsubscribes */
-  natsConnection_Destroy(s->nc);    /* closes; no callbacks were set */
+  kvbm_nats_sub_free(s->sub);
   s->sub = NULL;
-  s->nc = NULL;
 }
 
-/* nil, err (sink_error) from a libnats status. */
-static int push_natserror(lua_State *L, const char *what, natsStatus st) {
-  natsStatus last = NATS_OK;
-  const char *detail = nats_GetLastError(&last);
-  lkvbm_pusherror(L, KVBM_ESINK);
-  if (last == st && detail && *detail && !strstr(detail, natsStatus_GetText(st)))
-    lua_pushfstring(L, "nats %s: %s (%s)", what, natsStatus_GetText(st), detail);
-  else
-    lua_pushfstring(L, "nats %s: %s", what, natsStatus_GetText(st));
-  lua_setfield(L, -2, "message");
+/* nil, err with err.message from the C library when it gave one. */
+static int push_natserror(lua_State *L, int rc, const char *msg) {
+  lkvbm_pusherror(L, rc);
+  if (msg[0]) {
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+  }
   return 2;
 }
 
@@ -267,43 +263,16 @@ static int sub_new(lua_State *L) {
   }
   lua_settop(L, 3); /* url and subject stay alive at 2 and 3 */
   NatsSubBox *s = lua_newuserdatauv(L, sizeof *s, 1);
-  s->nc = NULL;
   s->sub = NULL;
   luaL_setmetatable(L, LKVBM_NATS_SUB_MT);
-
-  natsOptions *opts = NULL;
-  const char *step = "options";
-  natsStatus st = natsOptions_Create(&opts);
-  if (st == NATS_OK) step = "url", st = natsOptions_SetURL(opts, url);
-  if (st == NATS_OK) step = "options", st = natsOptions_SetName(opts, "kvbm-sub");
-  if (st == NATS_OK) st = natsOptions_SetAllowReconnect(opts, true);
-  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts, -1);
-  if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts, 50);
-  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(opts, 0, 0);
-  if (st == NATS_OK) st = natsOptions_SetRetryOnFailedConnect(opts, false, NULL, NULL);
-  natsConnection *nc = NULL;
-  if (st == NATS_OK) step = "connect", st = natsConnection_Connect(&nc, opts);
-  natsOptions_Destroy(opts);
-  natsSubscription *sub = NULL;
-  if (st == NATS_OK) {
-    step = "subscribe";
-    st = natsConnection_SubscribeSync(&sub, nc, subject);
-    /* the SUB has reached the server when this returns: nothing published
-     * after kvbm.sub.nats() returns is missed */
-    if (st == NATS_OK) step = "flush", st = natsConnection_FlushTimeout(nc, 2000);
-  }
-  if (st != NATS_OK) {
-    char what[256];
-    snprintf(what, sizeof what, "%s %s", step, url);
-    push_natserror(L, what, st);
-    if (sub) natsSubscription_Destroy(sub);
-    if (nc) natsConnection_Destroy(nc);
+  char err[320];
+  int rc = kvbm_nats_sub_new(url, subject, &s->sub, err, sizeof err);
+  if (rc < 0) {
+    push_natserror(L, rc, err);
     lua_pushstring(L, url);
     lua_setfield(L, -2, "url");
     return 2;
   }
-  s->nc = nc;
-  s->sub = sub;
   lua_pushstring(L, subject);
   lua_setiuservalue(L, -2, 1);
   return 1;
@@ -316,29 +285,26 @@ static int64_t checktimeout(lua_State *L, int idx) {
   return (lua_Number)ms < t * 1000.0 ? ms + 1 : ms; /* rounded up */
 }
 
-/* Waits for one message: 1 with *msg set, 0 on timeout, or 2 with nil, err
- * pushed. */
-static int next_msg(lua_State *L, NatsSubBox *s, int64_t ms, natsMsg **msg) {
-  natsStatus st = natsSubscription_NextMsg(msg, s->sub, ms);
-  if (st == NATS_OK) return 1;
-  if (st == NATS_TIMEOUT) return 0;
-  return push_natserror(L, "next message", st);
+/* Waits for one message and pushes its payload and subject: 1 when it did,
+ * 0 on timeout (nothing pushed), or 2 with nil, err pushed. */
+static int push_next(lua_State *L, NatsSubBox *s, int64_t ms) {
+  kvbm_nats_msg msg;
+  char err[256];
+  int rc = kvbm_nats_sub_next(s->sub, ms, &msg, err, sizeof err);
+  if (rc < 0) return push_natserror(L, rc, err);
+  if (rc == 0) return 0;
+  /* copy out and free the message before anything here can raise */
+  lua_pushlstring(L, (const char *)msg.data, msg.len);
+  lua_pushstring(L, msg.subject);
+  kvbm_nats_msg_free(&msg);
+  return 1;
 }
 
 static int sub_raw(lua_State *L) {
   NatsSubBox *s = checksub(L);
-  int64_t ms = checktimeout(L, 2);
-  natsMsg *msg = NULL;
-  int r = next_msg(L, s, ms, &msg);
-  if (r == 0) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (r == 2) return 2;
-  lua_pushlstring(L, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
-  lua_pushstring(L, natsMsg_GetSubject(msg));
-  natsMsg_Destroy(msg);
-  return 2;
+  int r = push_next(L, s, checktimeout(L, 2));
+  if (r == 0) lua_pushnil(L);
+  return r == 0 ? 1 : 2;
 }
 
 static const char *const kind_names[] = {"create", "remove", "shutdown"};
@@ -346,18 +312,14 @@ static const char *const kind_names[] = {"create", "remove", "shutdown"};
 static int sub_next(lua_State *L) {
   NatsSubBox *s = checksub(L);
   int64_t ms = checktimeout(L, 2);
-  natsMsg *msg = NULL;
-  int r = next_msg(L, s, ms, &msg);
+  int r = push_next(L, s, ms);
   if (r == 0) {
     lua_pushnil(L);
     return 1;
   }
   if (r == 2) return 2;
-  /* copy out and free the message before anything here can raise */
-  size_t len = (size_t)natsMsg_GetDataLength(msg);
-  lua_pushlstring(L, natsMsg_GetData(msg), len);
-  lua_pushstring(L, natsMsg_GetSubject(msg));
-  natsMsg_Destroy(msg);
+  size_t len;
+  lua_tolstring(L, -2, &len);
   int pidx = lua_gettop(L) - 1, sidx = pidx + 1;
   const unsigned char *data = (const unsigned char *)lua_tostring(L, pidx);
 
@@ -417,21 +379,11 @@ static int sub_tostring(lua_State *L) {
   NatsSubBox *s = luaL_checkudata(L, 1, LKVBM_NATS_SUB_MT);
   lua_getiuservalue(L, 1, 1);
   lua_pushfstring(L, LKVBM_NATS_SUB_MT " (%s%s): %p", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
-                  s->nc ? "" : ", closed", (void *)s);
+                  s->sub ? "" : ", closed", (void *)s);
   return 1;
 }
 
 /* ------------------------------------------------------------- module */
-
-/* Pushes kvbm[name] (a table), creating it if another part has not. */
-static void subtable(lua_State *L, int mod, const char *name) {
-  if (lua_getfield(L, mod, name) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, mod, name);
-  }
-}
 
 void lkvbm_open_nats(lua_State *L) {
   static const luaL_Reg sink_meta[] = {{"__gc", sink_close},
@@ -454,12 +406,16 @@ void lkvbm_open_nats(lua_State *L) {
   int mod = lua_gettop(L);
   lkvbm_newclass(L, LKVBM_NATS_SINK_MT, sink_meta, sink_methods);
   lkvbm_newclass(L, LKVBM_NATS_SUB_MT, sub_meta, sub_methods);
-  subtable(L, mod, "sink");
+  lkvbm_subtable(L, mod, "sink");
   lua_pushcfunction(L, sink_new);
   lua_setfield(L, -2, "nats");
   lua_pop(L, 1);
-  subtable(L, mod, "sub");
+  lkvbm_subtable(L, mod, "sub");
   lua_pushcfunction(L, sub_new);
+  lua_setfield(L, -2, "nats");
+  lua_pop(L, 1);
+  lkvbm_subtable(L, mod, "features");
+  lua_pushboolean(L, 1);
   lua_setfield(L, -2, "nats");
   lua_pop(L, 1);
 }

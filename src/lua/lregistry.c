@@ -2,7 +2,6 @@
  * callbacks) from Lua. */
 #include <string.h>
 
-#include "internal.h" /* kvbm__grow: the binding links the core statically */
 #include "lkvbm.h"
 
 typedef struct {
@@ -15,20 +14,6 @@ RegistryBox *lkvbm_checkregistry(lua_State *L, int idx) {
   RegistryBox *rb = luaL_checkudata(L, idx, LKVBM_REGISTRY_MT);
   if (!rb->r) luaL_error(L, "attempt to use a closed " LKVBM_REGISTRY_MT);
   return rb;
-}
-
-void lkvbm_enter(lua_State *L, RegistryBox *rb) {
-  if (rb->busy)
-    luaL_error(L, "kvbm: re-entrant call: %s", rb->running ? rb->running : LKVBM_RUNNING_EVICTION);
-}
-
-/* on_remove hook: no Lua here (this runs inside a core operation). */
-static void registry_removed(void *ud, kvbm_hash h) {
-  RegistryBox *rb = ud;
-  if (rb->attached == 0) return;
-  if (kvbm__grow(rb->alloc, (void **)&rb->removed, &rb->removed_cap, rb->nremoved + 1,
-                 sizeof *rb->removed) == 0)
-    rb->removed[rb->nremoved++] = h;
 }
 
 /* Pushes the attachment record of h (creating it when create is set) or nil. */
@@ -48,28 +33,22 @@ static int pushrecord(lua_State *L, int ridx, kvbm_hash h, int create) {
   return lua_type(L, -1) == LUA_TTABLE;
 }
 
-void lkvbm_flush_removed(lua_State *L, RegistryBox *rb) {
-  if (rb->nremoved == 0 || rb->busy) return; /* busy: the bracket's end flushes */
-  if (lkvbm_getbox(L, rb) != LUA_TUSERDATA) {
-    lua_pop(L, 1); /* being collected: its attachments go with it */
-    rb->nremoved = 0;
-    return;
-  }
-  int ridx = lua_gettop(L);
-  while (rb->nremoved > 0) {
-    kvbm_hash h = rb->removed[--rb->nremoved];
-    if (kvbm_registry_is_registered(rb->r, h)) continue; /* registered again since */
-    lua_getiuservalue(L, ridx, 1);
-    lkvbm_pushhash(L, h);
-    if (lua_rawget(L, -2) != LUA_TNIL) {
-      lkvbm_pushhash(L, h);
-      lua_pushnil(L);
-      lua_rawset(L, -4);
-      rb->attached--;
-    }
-    lua_pop(L, 2);
-  }
-  lua_pop(L, 1);
+RegistryBox *lkvbm_newregistrybox(lua_State *L) {
+  RegistryBox *rb = lua_newuserdatauv(L, sizeof *rb, 2);
+  memset(rb, 0, sizeof *rb);
+  rb->alloc = lkvbm_allocator(L);
+  luaL_setmetatable(L, LKVBM_REGISTRY_MT);
+  lua_newtable(L); /* attachments by hash */
+  lua_setiuservalue(L, -2, 1);
+  return rb;
+}
+
+void lkvbm_adoptregistry(lua_State *L, RegistryBox *rb, kvbm_registry *r) {
+  rb->r = r;
+  kvbm_registry_hooks hooks = {NULL, lkvbm_registry_removed, rb};
+  kvbm_registry_set_hooks(r, &hooks);
+  lkvbm_setbox(L, rb, -1);
+  lkvbm_setbox(L, r, -1); /* kvbm_lua_push_registry finds the box of r */
 }
 
 #define FREQUENCY_NAME(name, lua_name, log2) lua_name,
@@ -88,16 +67,11 @@ static int registry_new(lua_State *L) {
       freq = lkvbm_checkchoice(L, -1, "kvbm.registry: option 'frequency' (or a boolean)", frequency_names);
     lua_pop(L, 1);
   }
-  RegistryBox *rb = lua_newuserdatauv(L, sizeof *rb, 2);
-  memset(rb, 0, sizeof *rb);
-  rb->alloc = lkvbm_allocator(L);
-  luaL_setmetatable(L, LKVBM_REGISTRY_MT);
-  lua_newtable(L); /* attachments by hash */
-  lua_setiuservalue(L, -2, 1);
-  int rc = kvbm_registry_new(rb->alloc, (kvbm_frequency)freq, &rb->r);
+  RegistryBox *rb = lkvbm_newregistrybox(L);
+  kvbm_registry *r;
+  int rc = kvbm_registry_new(rb->alloc, (kvbm_frequency)freq, &r);
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  kvbm_registry_hooks hooks = {NULL, registry_removed, rb};
-  kvbm_registry_set_hooks(rb->r, &hooks);
+  lkvbm_adoptregistry(L, rb, r);
   if (!lua_isnoneornil(L, 1) && lua_getfield(L, 1, "events") != LUA_TNIL) {
     kvbm_events *ev = lkvbm_events_of(L, -1, &rb->lua_hooks);
     if (!ev) /* the registry box is collected; its registry goes with it */
@@ -107,7 +81,6 @@ static int registry_new(lua_State *L) {
   } else if (!lua_isnoneornil(L, 1)) {
     lua_pop(L, 1);
   }
-  lkvbm_setbox(L, rb, -1);
   return 1;
 }
 
@@ -118,7 +91,7 @@ static int registry_gc(lua_State *L) {
     kvbm_registry_release(rb->r);
     rb->r = NULL;
   }
-  kvbm__free(rb->alloc, rb->removed, rb->removed_cap * sizeof *rb->removed);
+  lkvbm_free(rb->alloc, rb->removed, rb->removed_cap * sizeof *rb->removed);
   rb->removed = NULL;
   rb->removed_cap = rb->nremoved = 0;
   return 0;

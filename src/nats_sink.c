@@ -1,4 +1,4 @@
-/* sink_nats.c - a kvbm_sink that publishes to NATS through libnats.
+/* nats_sink.c - a kvbm_sink that publishes to NATS through libnats.
  *
  * What the crate's Publisher trait asks (publish enqueues and returns at
  * once; flush waits until what was published has reached the server) maps
@@ -17,10 +17,10 @@
  * with KVBM_ESINK ("insufficient buffer") and the message is dropped; flush
  * fails after at most KVBM_NATS_FLUSH_MS. Messages still in the reconnect
  * buffer when the sink is closed are lost. The initial connection is not
- * retried: a server that is not there is reported by kvbm_sink_nats_new.
+ * retried: a server that is not there is reported by kvbm_nats_sink_new.
  *
  * Loss: core NATS delivers at most once. The sink cannot see what a server
- * or a subscriber missed; it counts what it can (kvbm_sink_nats_stats):
+ * or a subscriber missed; it counts what it can (kvbm_nats_sink_stats):
  * messages refused (dropped, lost for sure), messages published while the
  * connection was down (sent after the reconnect, but a subscriber that was
  * down too never sees them), those of them not sent yet (lost if the sink
@@ -51,11 +51,23 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <nats/nats.h>
 
-#include "internal.h"
+#include "kvbm_nats.h"
+
+/* The sink's state on the caller's allocator (lua_Alloc shape; NULL fn:
+ * the C library's). libkvbm-nats has its own: the core's is private. */
+static void *sink_realloc(const kvbm_allocator *a, void *ptr, size_t osize, size_t nsize) {
+  if (a->fn) return a->fn(a->ud, ptr, osize, nsize);
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
 
 #define KVBM_NATS_RECONNECT_WAIT_MS 50
 #define KVBM_NATS_RECONNECT_BUF (8 * 1024 * 1024)
@@ -82,7 +94,7 @@ static void sink_free(nats_sink *s) {
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
   kvbm_allocator a = s->alloc;
-  kvbm__free(&a, s, sizeof *s);
+  (void)sink_realloc(&a, s, sizeof *s, 0);
 }
 
 static void set_error(nats_sink *s, const char *what, natsStatus st) {
@@ -183,7 +195,7 @@ static void nats_close(void *ud) {
 
 /* ------------------------------------------------------------- public */
 
-int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url, kvbm_sink *out, char *err,
+int kvbm_nats_sink_new(const kvbm_allocator *alloc, const char *url, kvbm_sink *out, char *err,
                        size_t errlen) {
   if (err && errlen) err[0] = '\0';
   if (!out) return KVBM_EINVAL;
@@ -193,7 +205,7 @@ int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url, kvbm_sink *
     return KVBM_EINVAL;
   }
   kvbm_allocator a = alloc ? *alloc : (kvbm_allocator){NULL, NULL};
-  nats_sink *s = kvbm__realloc(&a, NULL, 0, sizeof *s);
+  nats_sink *s = sink_realloc(&a, NULL, 0, sizeof *s);
   if (!s) {
     if (err && errlen) snprintf(err, errlen, "nats: out of memory");
     return KVBM_ENOMEM;
@@ -216,7 +228,7 @@ int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url, kvbm_sink *
     pthread_mutex_destroy(&s->mu), ok = 0;
   }
   if (!ok) {
-    kvbm__free(&a, s, sizeof *s);
+    (void)sink_realloc(&a, s, sizeof *s, 0);
     return KVBM_ENOMEM;
   }
 
@@ -261,7 +273,7 @@ int kvbm_sink_nats_new(const kvbm_allocator *alloc, const char *url, kvbm_sink *
   return 0;
 }
 
-void kvbm_sink_nats_stats(const kvbm_sink *sink, kvbm_nats_stats *out) {
+void kvbm_nats_sink_stats(const kvbm_sink *sink, kvbm_nats_stats *out) {
   memset(out, 0, sizeof *out);
   if (!sink || sink->publish != nats_publish || !sink->ud) return;
   nats_sink *s = sink->ud;
