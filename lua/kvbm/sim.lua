@@ -1,80 +1,43 @@
--- kvbm.sim: the `kvbm sim` program. Replays a request trace through G1/G2
--- (/G3) managers with a tier policy (kvbm.tiers) and prints a report: per
--- tier hit rate and evictions, onboards, offloads, events published,
--- blocks per second. Copies are taken as done the moment they are planned.
+-- kvbm.sim: the `kvbm sim` program, the main job. Runs a request trace
+-- through G1/G2(/G3) block managers with a tier policy and reports hit
+-- rates, evictions, copies and (timed mode) latencies:
+--   --mode replay  today's replay (window W, file order, prompts only, copies
+--                  instantaneous), counts comparable with kvbm-logical;
+--   --mode timed   a discrete-event model of one engine (kvbm.sim.timed).
+-- Options: kvbm.sim.options; reports: kvbm.sim.report and kvbm.sim.html;
+-- doc/sim.md describes the model and the figures.
 --
---   kvbm sim [TRACE] [options]      (no TRACE: a generated trace)
+--   kvbm sim [TRACE|-] [options]      (no TRACE: the bundled Mooncake sample)
 local kvbm = require "kvbm"
-local replay = require "kvbm.replay"
+local options = require "kvbm.sim.options"
+local report = require "kvbm.sim.report"
+local hooks = require "kvbm.sim.hooks"
+local timed = require "kvbm.sim.timed"
+local timing = require "kvbm.sim.timing"
 
-local tonumber, tostring, ipairs, pairs, error, pcall, dofile, type, assert =
-  tonumber, tostring, ipairs, pairs, error, pcall, dofile, type, assert
-local format, concat, pack = string.format, table.concat, string.pack
-local clock, stderr, stdout = os.clock, io.stderr, io.stdout
-local random, randomseed, floor = math.random, math.randomseed, math.floor
+local tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable =
+  tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable
+local format, concat, pack, rep = string.format, table.concat, string.pack, string.rep
+local clock, stderr, stdout, open, execute = os.clock, io.stderr, io.stdout, io.open, os.execute
+local random, randomseed, floor, max, min = math.random, math.randomseed, math.floor, math.max, math.min
+local searchpath, package_path = package.searchpath, package.path
 local _ENV = nil
 
 local M = {}
 
-local USAGE = [[
-usage: kvbm sim [TRACE] [options]
-Replays TRACE (lines "<id> <salt> <n_tokens> <tok>...", see scripts/gen_trace.py)
-through G1/G2/G3 managers with a tier policy and prints a report.
-  --g1 N            G1 blocks (default 4096)
-  --g2 N            G2 blocks (default 16384; 0: no G2)
-  --g3 N            G3 blocks (default 0: no G3)
-  --block-size N    tokens per block (default 16)
-  --window W        requests holding blocks at once (default 8)
-  --backend B       G1 eviction backend (lineage, lineage_fifo, lru, multi_lru, hashmap)
-  --policy FILE     a tier-policy script (default: scripts/examples/offload_on_release.lua's rule)
-  --requests N      without TRACE: generate N requests (default 2000)
-  --seed N          seed of the generated trace (default 7)
-  --nats URL        publish the KV events to NATS (subject kvbm.events)
-  --instance-id N   the events' instance id (default 1)
-  --quiet           no progress line]]
+local function fail(msg) error({ sim_error = true, msg = msg }, 0) end
 
-local function parse(args)
-  local o = { g1 = 4096, g2 = 16384, g3 = 0, block_size = 16, window = 8, requests = 2000, seed = 7,
-    instance_id = 1 }
-  local numeric = { ["--g1"] = "g1", ["--g2"] = "g2", ["--g3"] = "g3", ["--block-size"] = "block_size",
-    ["--window"] = "window", ["--requests"] = "requests", ["--seed"] = "seed", ["--instance-id"] = "instance_id" }
-  local text = { ["--backend"] = "backend", ["--policy"] = "policy", ["--nats"] = "nats" }
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    if a == "-h" or a == "--help" then
-      o.help = true
-    elseif a == "--quiet" then
-      o.quiet = true
-    elseif numeric[a] or text[a] then
-      local v = args[i + 1]
-      if v == nil then error("kvbm sim: " .. a .. " needs a value", 0) end
-      if numeric[a] then
-        local n = tonumber(v)
-        if not n or n < 0 or n % 1 ~= 0 then error("kvbm sim: " .. a .. " needs a non-negative integer", 0) end
-        o[numeric[a]] = floor(n)
-      else
-        o[text[a]] = v
-      end
-      i = i + 1
-    elseif a:sub(1, 2) == "--" then
-      error("kvbm sim: unknown option " .. a .. "\n" .. USAGE, 0)
-    elseif not o.trace then
-      o.trace = a
-    else
-      error("kvbm sim: more than one trace given", 0)
-    end
-    i = i + 1
-  end
-  if o.g1 == 0 or o.block_size == 0 or o.window == 0 then
-    error("kvbm sim: --g1, --block-size and --window must be positive", 0)
-  end
-  return o
+-- ------------------------------------------------------------ the trace
+
+--- The bundled trace (1000 Mooncake requests, see its README.md).
+function M.bundled_trace()
+  local here = searchpath("kvbm.sim.timed", package_path)
+  return here and here:gsub("timed%.lua$", "data/mooncake_trace_1000.jsonl") or "mooncake_trace_1000.jsonl"
 end
 
--- A prefix-sharing trace made in process: 64 shared prefixes of 1024
--- tokens (Zipf-popular), each request a random cut of one plus a fresh
--- suffix of 64..1024 tokens.
+-- A prefix-sharing trace made in process (--requests N without TRACE): 64
+-- shared prefixes of 1024 tokens (Zipf-popular), each request a random cut
+-- of one plus a fresh suffix of 64..1024 tokens.
 local function generate(n, seed)
   randomseed(seed)
   local prefixes, weights, total = {}, {}, 0
@@ -92,142 +55,354 @@ local function generate(n, seed)
     local toks, cut = {}, random(512, 1024)
     for i = 1, cut do toks[i] = pack("<I4", prefixes[p][i]) end
     for _ = 1, random(64, 1024) do toks[#toks + 1] = pack("<I4", random(1, 49999)) end
-    out[r] = { id = r - 1, salt = 0, n = #toks, tokens = concat(toks) }
+    out[r] = { id = r - 1, salt = 0, n = #toks, tokens = concat(toks), timestamp_ms = 0, output_length = 1 }
   end
-  return out
+  return out, "text"
 end
 
--- The planner's built-in rule (scripts/examples/offload_on_release.lua's,
--- run in C: no Lua call per block).
-local function default_policy() return "offload_on_release" end
+-- Loads the trace through kvbm.trace (strict text and JSONL loaders in C);
+-- returns the requests ({ id, salt, n, tokens, timestamp_ms, output_length })
+-- and the format.
+function M.load_trace(o, progress)
+  local tr = kvbm.trace
+  if not tr then
+    local path = o.trace
+    if path == "-" or (o.format or (path:match("%.jsonl$") and "jsonl") or "text") == "jsonl" then
+      fail("this build has no trace loader for " .. path .. " (kvbm.trace missing)")
+    end
+    local ok, reqs = pcall(require("kvbm.replay").load, path)
+    if not ok or not reqs then fail("cannot read " .. path .. ": " .. tostring(not ok and reqs or "no such file")) end
+    return reqs, "text"
+  end
+  local t, err = tr.load(o.trace, { format = o.format, trace_block_size = o.trace_block_size, progress = progress })
+  if not t then fail(tostring(err)) end
+  local reqs, fmt = {}, t.format and t:format() or "text"
+  local n = t.count and t:count() or #t
+  for i = 1, n do
+    local q = t:request(i)
+    reqs[i] = { id = q.id, salt = q.salt or 0, n = q.n_tokens or q.n, tokens = q.tokens,
+      timestamp_ms = q.timestamp_ms or 0, output_length = q.output_length or 0, line = q.line }
+  end
+  return reqs, fmt
+end
 
-local function events_setup(o, t_opts)
+-- ----------------------------------------------------------- set-up
+
+local function default_policy()
+  return {
+    name = "offload-on-release",
+    on_inactive = function(ctx, h, _, tier)
+      local below = tier == "G1" and "G2" or tier == "G2" and "G3" or nil
+      if below and ctx:manager(below) and not ctx:present(h, below) then return below end
+    end,
+  }
+end
+
+-- Mode-dependent defaults: timed mode models an engine (an LRU free list
+-- in G1, a G1 that shows its limits on the bundled trace).
+local MODE_DEFAULTS = {
+  replay = { g1 = 4096, g2 = 16384, g1_backend = "lineage" },
+  timed = { g1 = 12288, g2 = 65536, g1_backend = "lru" },
+}
+
+--- Completes o for a run: mode, defaults, hook tables (checked at load).
+function M.prepare(o, fmt)
+  o.mode = o.mode or (fmt == "jsonl" and "timed" or "replay")
+  for k, v in pairs(MODE_DEFAULTS[o.mode]) do if o[k] == nil then o[k] = v end end
+  o.policy_table = o.policy and hooks.load("tier", o.policy, "--policy") or default_policy()
+  o.scheduler_table = o.scheduler and hooks.load("scheduler", o.scheduler, "--scheduler") or {}
+  o.timing_table = o.timing and timing.load(o.timing) or timing.coefficients()
+  o.eviction_errors = {}
+  o.backends = {}
+  for _, name in ipairs(report.TIERS) do
+    local b = o[name:lower() .. "_backend"]
+    if b and b:sub(-4) == ".lua" then
+      local flag = "--" .. name:lower() .. "-backend"
+      b = hooks.guard_eviction(hooks.load("eviction", b, flag), o.eviction_errors)
+    end
+    o.backends[name] = b
+  end
+  return o
+end
+
+local function events_setup(o)
   local ev = kvbm.events()
   local loop = kvbm.loop()
-  local sink
+  local sink, count = nil, { n = 0 }
   if o.nats then
     local s, err = kvbm.sink.nats{ url = o.nats }
-    if not s then error("kvbm sim: cannot connect to " .. o.nats .. ": " .. tostring(err), 0) end
+    if not s then fail("cannot connect to " .. o.nats .. ": " .. tostring(err)) end
     sink = s
   else
-    -- counted by the publisher's stats; a C sink that drops the bytes, so
-    -- that no Lua table of hashes is built per batch
-    sink = assert(kvbm.sink.file("/dev/null"))
+    sink = function(b) count.n = count.n + #b.hashes end
   end
   local pub = kvbm.publisher{ events = ev, loop = loop, instance_id = o.instance_id, sink = sink }
-  t_opts.events = ev
-  return { ev = ev, loop = loop, pub = pub, sink = sink }
+  return { ev = ev, loop = loop, pub = pub, count = count, sink = sink }
 end
 
-local function run(o)
-  local requests
-  if o.trace then
-    local err
-    requests, err = replay.load(o.trace)
-    if not requests then error("kvbm sim: cannot read " .. o.trace .. ": " .. tostring(err), 0) end
-  else
-    requests = generate(o.requests, o.seed)
-  end
-  local policy = default_policy()
-  if o.policy then
-    local ok, p = pcall(dofile, o.policy)
-    if not ok or type(p) ~= "table" then
-      error("kvbm sim: policy script " .. o.policy .. " must return a table of hooks: " .. tostring(p), 0)
-    end
-    policy = p
-  end
-  -- the frequency tracker serves policy scripts (ctx:frequency) and the
-  -- multi_lru backend; the built-in rule needs neither, so it does not pay it
-  local frequency = (type(policy) == "string" and o.backend ~= "multi_lru") and false or nil
-  local t_opts = { block_size = o.block_size, policy = policy, frequency = frequency,
-    G1 = { blocks = o.g1, backend = o.backend }, G2 = o.g2 > 0 and { blocks = o.g2 } or nil,
-    G3 = o.g3 > 0 and { blocks = o.g3 } or nil }
-  local events = events_setup(o, t_opts)
-  local t = assert(kvbm.tiers(t_opts))
-
-  local window, head, count = {}, 1, 0
-  local t0, last = clock(), clock()
-  local bs = o.block_size
-  for i, req in ipairs(requests) do
-    if count == o.window then
-      window[head]:release()
-      window[head] = nil
-      head, count = head % o.window + 1, count - 1
-    end
-    local seq = kvbm.sequence(req.tokens, bs, req.salt) -- the partial tail is never hashed
-    local r = t:admit(seq)
-    if r then
-      for _, plan in ipairs(r.onboard) do t:complete(plan) end
-      r:commit()
-      window[(head + count - 1) % o.window + 1] = r
-      count = count + 1
-    end
-    t:complete_all()
-    events.loop:run_nowait()
-    if not o.quiet and clock() - last >= 1 then
-      last = clock()
-      stderr:write(format("\r[kvbm sim] %d/%d requests, %.0f blocks/s ", i, #requests,
-        t.stats.blocks / (last - t0)))
-    end
-  end
-  for k = 1, o.window do if window[k] then window[k]:release() end end
-  t:complete_all()
-  local seconds = clock() - t0
-  if not o.quiet and seconds >= 1 then stderr:write("\n") end
+local function events_report(o, events)
   events.loop:run_nowait()
   local closed, cerr = events.pub:close()
   local ps = events.pub:stats()
-  local rep = t:report()
-  rep.seconds = seconds
-  rep.policy = type(policy) == "string" and policy:gsub("_", "-") or policy.name or o.policy or "custom"
-  rep.events = { published = ps.events, batches = ps.batches, errors = ps.errors, lost = ps.lost,
-    sink = o.nats or "counted in process", close_error = not closed and tostring(cerr) or nil,
-    nats = o.nats and events.sink:stats() or nil }
-  t:close()
-  return rep
+  return { published = ps.events, batches = ps.batches, errors = ps.errors, lost = ps.lost,
+    sink = o.nats or "counted in process", close_error = not closed and tostring(cerr) or nil }
 end
 
-local function print_report(o, rep)
-  local w = stdout
-  w:write(format("kvbm sim: %d requests, %d full blocks (block size %d), window %d, policy %s\n",
-    rep.requests, rep.blocks, o.block_size, o.window, rep.policy))
-  w:write(format("%-4s %9s %9s %8s %10s %13s\n", "tier", "blocks", "hits", "hit%", "evictions", "registrations"))
-  for _, name in ipairs { "G1", "G2", "G3" } do
-    local x = rep.tiers[name]
-    if x then
-      w:write(format("%-4s %9d %9d %7.2f%% %10d %13d\n", name, x.total, x.hits, 100 * x.hit_rate, x.evictions,
-        x.registrations))
+-- ---------------------------------------------------------- progress
+
+local Progress = {}
+Progress.__index = Progress
+
+local function is_terminal() return execute("test -t 2") == true end
+
+function M.progress(o, wall, what)
+  local p = setmetatable({ on = not o.quiet and not o.json_only and is_terminal(), wall = wall, last = clock(),
+    t0 = wall(), what = what or "requests", shown = false }, Progress)
+  return p
+end
+
+function Progress:update(done, total, force)
+  if not self.on then return end
+  local c = clock()
+  if not force and c - self.last < 0.25 then return end
+  self.last = c
+  local dt = self.wall() - self.t0
+  local rate = dt > 0 and done / dt or 0
+  local eta = rate > 0 and (total - done) / rate or 0
+  stderr:write(format("\r[kvbm sim] %d/%d %s, %.0f/s, ETA %.1f s   ", done, total, self.what, rate, eta))
+  self.shown = true
+end
+
+function Progress:finish(done, total)
+  if self.shown then
+    self:update(done, total, true)
+    stderr:write("\n")
+  end
+end
+
+-- Runs f(); Ctrl-C (the "interrupted!" error of the kvbm program) ends it
+-- early: returns true when interrupted.
+local function interruptible(f)
+  local ok, err = pcall(f)
+  if ok then return false end
+  if type(err) == "string" and err:find("interrupted!", 1, true) then return true end
+  error(err, 0)
+end
+
+-- ------------------------------------------------------------ replay
+
+local function run_replay(o, requests, wall, events)
+  local t = assert(kvbm.tiers{ block_size = o.block_size, policy = o.policy_table, events = events.ev,
+    G1 = { blocks = o.g1, backend = o.backends.G1 }, G2 = o.g2 > 0 and { blocks = o.g2, backend = o.backends.G2 } or nil,
+    G3 = o.g3 > 0 and { blocks = o.g3, backend = o.backends.G3 } or nil })
+  local series = { x = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } }
+  local every = max(1, #requests // 1000)
+  local window, head, count = {}, 1, 0
+  local bs, prog = o.block_size, M.progress(o, wall)
+  local t0 = wall()
+  local done = 0
+  local partial = interruptible(function()
+    for i, req in ipairs(requests) do
+      if count == o.window then
+        window[head]:release()
+        window[head] = nil
+        head, count = head % o.window + 1, count - 1
+      end
+      local nfull = req.n // bs
+      local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+      local r = t:admit(seq)
+      if r then
+        for _, plan in ipairs(r.onboard) do t:complete(plan) end
+        r:commit()
+        window[(head + count - 1) % o.window + 1] = r
+        count = count + 1
+      end
+      t:complete_all()
+      events.loop:run_nowait()
+      if o.eviction_errors.error then fail(o.eviction_errors.error) end
+      done = i
+      if i % every == 0 or i == #requests then
+        local k = #series.x + 1
+        series.x[k], series.lookups[k] = i, t.stats.blocks
+        for _, name in ipairs(t.names) do
+          local m = t.managers[name]
+          series.hits[name][k] = t.stats.hits[name]
+          series.used[name][k] = (m:total() - m:reset_pool()) / m:total()
+        end
+      end
+      prog:update(i, #requests)
     end
+  end)
+  prog:finish(done, #requests)
+  for k = 1, o.window do if window[k] then window[k]:release() end end
+  t:complete_all()
+  local loop_s = wall() - t0
+  local rep_ = t:report()
+  local out = { mode = "replay", window = o.window, requests = #requests, rejected = rep_.rejected,
+    block_size = o.block_size, blocks = rep_.blocks, onboards = rep_.onboards, offloads = rep_.offloads,
+    offloads_skipped = rep_.offloads_skipped, tiers = {}, loop_s = loop_s, series = series, partial = partial or nil,
+    replayed = done }
+  local hits = 0
+  for _, name in ipairs(t.names) do
+    local x = rep_.tiers[name]
+    hits = hits + x.hits
+    out.tiers[name] = { blocks = x.total, hits = x.hits, hit_rate = x.hit_rate, evictions = x.evictions,
+      registrations = x.registrations, backend = type(o.backends[name]) == "table" and o[name:lower() .. "_backend"]
+        or o.backends[name] or (name == "G1" and "lineage" or "lru") }
   end
-  w:write(format("onboards %d   offloads %d (skipped, destination full: %d)   rejected requests %d\n",
-    rep.onboards, rep.offloads, rep.offloads_skipped, rep.rejected))
-  w:write(format("events: %d published in %d batches to %s (%d sink errors, %d lost)\n", rep.events.published,
-    rep.events.batches, rep.events.sink, rep.events.errors, rep.events.lost))
-  local n = rep.events.nats
-  if n then -- core NATS delivers at most once: say what may not have arrived
-    w:write(format("nats: %d disconnects, %d reconnects; %d messages, %d sent while disconnected (missed by "
-      .. "subscribers that were down too), %d unsent at exit, %d dropped (at most once delivery)\n",
-      n.disconnects, n.reconnects, n.published, n.published_while_down, n.unsent, n.dropped))
-  end
-  if rep.events.close_error then w:write("events: closing the publisher failed: " .. rep.events.close_error .. "\n") end
-  w:write(format("time: %.2f s, %.0f blocks/s\n", rep.seconds, rep.seconds > 0 and rep.blocks / rep.seconds or 0))
+  out.hits = hits
+  t:close()
+  return out
 end
 
---- Runs the simulator with the given options table (as parsed from args);
---- returns the report table.
-M.run = run
+-- ------------------------------------------------------------- timed
 
---- Entry point of `kvbm sim ARGS`.
-function M.main(args)
-  local o = parse(args)
+local function run_timed(o, requests, wall, events)
+  local e = timed.new({ block_size = o.block_size, g1 = o.g1, g2 = o.g2, g3 = o.g3, backends = o.backends,
+    policy = o.policy_table, scheduler = o.scheduler_table, max_batched_tokens = o.max_batched_tokens,
+    max_seqs = o.max_seqs, cache_visibility = o.cache_visibility, arrival_speedup = o.arrival_speedup,
+    timing = o.timing_table, kv_bytes_per_token = o.kv_bytes_per_token, bw_g2 = o.bw_g2, bw_g3 = o.bw_g3,
+    events = events.ev }, requests)
+  local prog = M.progress(o, wall)
+  local t0 = wall()
+  local partial = interruptible(function()
+    local n = #requests
+    while e:step() do
+      if o.eviction_errors.error then fail(o.eviction_errors.error) end
+      events.loop:run_nowait()
+      prog:update(e.done, n)
+    end
+  end)
+  prog:finish(e.done, #requests)
+  local loop_s = wall() - t0
+  local st = e.stats
+  local out = { mode = "timed", cache_visibility = o.cache_visibility, requests = #requests, rejected = st.rejected,
+    block_size = o.block_size, blocks = st.blocks, onboards = st.onboards, offloads = st.offloads,
+    offloads_skipped = st.offloads_skipped, tiers = {}, loop_s = loop_s, partial = partial or nil,
+    first_admission_reuse = st.prompt_tokens > 0 and st.first_cached_tokens / st.prompt_tokens or 0,
+    first_cached_tokens = st.first_cached_tokens, prompt_tokens = st.prompt_tokens,
+    ttft_ms = report.summary(st.ttft), itl_ms = report.summary(st.itl), e2e_ms = report.summary(st.e2e),
+    ttft_list = st.ttft, output_tokens = st.output_tokens, sim_s = e.now / 1000,
+    output_tok_s = e.now > 0 and st.output_tokens / (e.now / 1000) or 0, preemptions = st.preemptions,
+    steps = st.steps, finished = e.done }
+  local s = e.samples
+  local xs = {}
+  for i, t in ipairs(s.t) do xs[i] = t / 1000 end
+  out.series = { x = xs, lookups = s.lookups, hits = s.hits, used = s.used }
+  local hits = 0
+  for _, name in ipairs(e.names) do
+    local mm = e.managers[name]:metrics()
+    hits = hits + st.hits[name]
+    out.tiers[name] = { blocks = e.managers[name]:total(), hits = st.hits[name],
+      hit_rate = st.blocks > 0 and st.hits[name] / st.blocks or 0, evictions = mm.kvbm_evictions_total,
+      registrations = mm.kvbm_registrations_total,
+      backend = type(o.backends[name]) == "table" and o[name:lower() .. "_backend"] or o.backends[name] or "lru" }
+  end
+  out.hits = hits
+  e:close()
+  return out
+end
+
+-- ------------------------------------------------------------- runs
+
+--- Runs one configuration o over requests; returns the report table.
+function M.run(o, requests, fmt, wall, load_s)
+  M.prepare(o, fmt)
+  local events = events_setup(o)
+  local rep_ = (o.mode == "timed" and run_timed or run_replay)(o, requests, wall, events)
+  rep_.events = events_report(o, events)
+  rep_.policy = o.policy_table.name or o.policy or "custom"
+  rep_.hit_rate = rep_.blocks > 0 and rep_.hits / rep_.blocks or 0
+  rep_.recomputed = rep_.blocks - rep_.hits
+  rep_.ns_per_block = rep_.blocks > 0 and rep_.loop_s * 1e9 / rep_.blocks or 0
+  rep_.load_s = load_s
+  rep_.wall_s = load_s + rep_.loop_s
+  rep_.trace = o.trace_label
+  return rep_
+end
+
+local function wall_clock()
+  local loop = kvbm.loop()
+  return function()
+    loop:run_nowait() -- refreshes the loop's time
+    return loop:now()
+  end
+end
+
+local function main(args)
+  local o = options.parse(args)
   if o.help then
-    stdout:write(USAGE, "\n")
+    stdout:write(options.usage(), "\n")
     return true
   end
-  local rep = run(o)
-  print_report(o, rep)
-  return rep.events.close_error == nil
+  local wall = wall_clock()
+  local w0 = wall()
+  local requests, fmt
+  if not o.trace and o.requests then
+    requests, fmt = generate(o.requests, o.seed)
+    o.trace_label = "generated"
+  else
+    o.trace = o.trace or M.bundled_trace()
+    o.trace_label = o.given.trace and o.trace or "bundled Mooncake sample (1000 requests)"
+    local prog = M.progress(o, wall, "bytes loaded")
+    requests, fmt = M.load_trace(o, function(done, total) prog:update(done, total > 0 and total or done) return false end)
+    prog:finish(0, 0)
+  end
+  local load_s = wall() - w0
+  local configs = {}
+  if o.compare then
+    for i, spec in ipairs(o.compare) do
+      local c, label = options.configuration(o, spec)
+      c.compare, c.label = nil, label
+      configs[i] = c
+    end
+  else
+    configs[1] = o
+  end
+  local reps = {}
+  for i, c in ipairs(configs) do
+    local r = M.run(c, requests, fmt, wall, i == 1 and load_s or 0)
+    r.label = c.label or "run"
+    r.text = report.text(r)
+    reps[i] = r
+    if r.partial then break end
+  end
+  if o.json then
+    local objs = {}
+    for i, r in ipairs(reps) do objs[i] = report.json_object(r) end
+    stdout:write(report.json(o.compare and objs or objs[1]), "\n")
+  elseif o.compare then
+    stdout:write(report.compare(reps))
+  else
+    stdout:write(reps[1].text)
+  end
+  if o.html then
+    local f, err = open(o.html, "w")
+    if not f then fail("--html: cannot write " .. o.html .. ": " .. tostring(err)) end
+    f:write(require("kvbm.sim.html").page(reps))
+    f:close()
+  end
+  local partial, close_error = false, false
+  for _, r in ipairs(reps) do
+    partial = partial or r.partial
+    close_error = close_error or r.events.close_error ~= nil
+  end
+  if partial then return false, 130 end
+  return not close_error
 end
 
-M.parse = parse
+--- Entry point of `kvbm sim ARGS`: returns ok [, exit status]; bad options
+--- and inputs print "kvbm sim: <what>" and give status 2.
+function M.main(args)
+  local ok, a, b = pcall(main, args)
+  if ok then return a, b end
+  if type(a) == "table" and a.sim_error then
+    stderr:write("kvbm sim: ", a.msg, "\n")
+    return false, 2
+  end
+  error(a, 0)
+end
+
+M.parse = options.parse
+M.generate = generate
 return M

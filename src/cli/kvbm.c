@@ -927,8 +927,12 @@ static int psim(lua_State *L)
     status = docall_with(L, 1, LUA_MULTRET, sim_msghandler);
     if (report(L, status) != LUA_OK)
         return 0;
+    /* main returns ok [, exit status]: 2 for bad options or input */
     nres = lua_gettop(L);
-    lua_pushboolean(L, nres == 0 || lua_toboolean(L, 1));
+    if (nres >= 2 && lua_isinteger(L, 2))
+        lua_pushinteger(L, lua_tointeger(L, 2));
+    else
+        lua_pushinteger(L, nres == 0 || lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE);
     return 1;
 }
 
@@ -949,8 +953,11 @@ int main(int argc, char **argv)
     lua_pushinteger(L, argc);
     lua_pushlightuserdata(L, argv);
     status = lua_pcall(L, 2, 1, 0);
-    ok = lua_toboolean(L, -1);
+    if (lua_isinteger(L, -1)) /* psim: the exit status itself */
+        ok = (int)lua_tointeger(L, -1);
+    else
+        ok = lua_toboolean(L, -1) ? EXIT_SUCCESS : EXIT_FAILURE;
     report(L, status);
     lua_close(L); /* runs finalizers and __close */
-    return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status == LUA_OK ? ok : EXIT_FAILURE;
 }

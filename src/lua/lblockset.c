@@ -3,6 +3,7 @@
  * instead of one per block keeps Lua-driven replays close to the C cost.
  *
  *   local held = m:match_set(seq)            -- immutable blocks (prefix)
+ *   local some = m:match_set(hashes, true)   -- every hash found, misses left out
  *   local new = assert(m:allocate_set(n))    -- mutable blocks
  *   held:append(m:register_set(new, seq, #held))  -- stage with seq's hashes, register
  *   held:release()                           -- in position order
@@ -97,11 +98,20 @@ static int m_match_set(lua_State *L) {
   lkvbm_enter(L, mb->reg);
   size_t n;
   const kvbm_hash *hs = hashes_from(L, 2, &n);
+  int scattered = lua_toboolean(L, 3);
   SetBox *sb = newset(L, 1, SET_IMMUTABLE, n);
   if (!sb) return lkvbm_pusherror(L, KVBM_ENOMEM);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
-  sb->n = kvbm_match(mb->m, hs, n, sb->b);
+  if (scattered) { /* every hash found, in order; misses are left out */
+    size_t k = 0;
+    (void)kvbm_match_scattered(mb->m, hs, n, sb->b);
+    for (size_t i = 0; i < n; i++)
+      if (sb->b[i] != KVBM_NO_BLOCK) sb->b[k++] = sb->b[i];
+    sb->n = k;
+  } else {
+    sb->n = kvbm_match(mb->m, hs, n, sb->b);
+  }
   lkvbm_core_end(L, mb, &cc);
   return 1;
 }
@@ -209,14 +219,42 @@ static int set_append(lua_State *L) {
   return 1;
 }
 
-static int release_set(lua_State *L, int from_gc) {
+/* Releases every block of the set, in position order or (reverse) tail
+ * first, as an engine frees a request so that its tail is evicted first.
+ * With collect, pushes the hashes of the blocks that went inactive (their
+ * last user let go) and their 1-based indices in the set; returns how many
+ * values it pushed. */
+static int release_set(lua_State *L, int from_gc, int reverse, int collect) {
   SetBox *sb = luaL_checkudata(L, 1, LKVBM_SET_MT);
   ManagerBox *mb = set_owner(L, 1);
+  int hidx = 0, iidx = 0;
+  if (collect) {
+    lua_newtable(L);
+    hidx = lua_gettop(L);
+    lua_newtable(L);
+    iidx = lua_gettop(L);
+  }
   if (mb && sb->n) {
     if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
+    lua_Integer k = 0;
     CoreCall cc;
     lkvbm_core_begin(L, mb, &cc);
-    for (size_t i = 0; i < sb->n; i++) (void)kvbm_release(mb->m, sb->b[i]);
+    for (size_t j = 0; j < sb->n; j++) {
+      size_t i = reverse ? sb->n - 1 - j : j;
+      kvbm_hash h;
+      /* the last reference to a primary goes to the inactive cache */
+      int last = collect && kvbm_block_use_count(mb->m, sb->b[i]) == 1 &&
+                 kvbm_block_state(mb->m, sb->b[i]) == KVBM_STATE_PRIMARY &&
+                 kvbm_block_hash_of(mb->m, sb->b[i], &h) == 0;
+      (void)kvbm_release(mb->m, sb->b[i]);
+      if (last) {
+        k++;
+        lkvbm_pushhash(L, h);
+        lua_rawseti(L, hidx, k);
+        lua_pushinteger(L, (lua_Integer)i + 1);
+        lua_rawseti(L, iidx, k);
+      }
+    }
     lkvbm_core_end(L, mb, &cc);
   }
   sb->n = 0;
@@ -225,11 +263,17 @@ static int release_set(lua_State *L, int from_gc) {
     sb->b = NULL;
     sb->cap = 0;
   }
-  return 0;
+  return collect ? 2 : 0;
 }
 
-static int set_release(lua_State *L) { return release_set(L, 0); }
-static int set_gc(lua_State *L) { return release_set(L, 1); }
+/* set:release([order [, collect]]): order "forward" (default) or "reverse". */
+static int set_release(lua_State *L) {
+  static const char *const orders[] = {"forward", "reverse", NULL};
+  int reverse = luaL_checkoption(L, 2, "forward", orders);
+  return release_set(L, 0, reverse, lua_toboolean(L, 3));
+}
+static int set_close(lua_State *L) { return release_set(L, 0, 0, 0); }
+static int set_gc(lua_State *L) { return release_set(L, 1, 0, 0); }
 
 static int set_tostring(lua_State *L) {
   SetBox *sb = luaL_checkudata(L, 1, LKVBM_SET_MT);
@@ -240,7 +284,7 @@ static int set_tostring(lua_State *L) {
 
 void lkvbm_open_blockset(lua_State *L) {
   static const luaL_Reg meta[] = {{"__gc", set_gc},
-                                  {"__close", set_release},
+                                  {"__close", set_close},
                                   {"__len", set_len},
                                   {"__tostring", set_tostring},
                                   {NULL, NULL}};
