@@ -146,7 +146,7 @@ end
 --- JSON text of v (lua-cjson, Debian's lua-cjson package).
 function M.json(v)
   local cjson = require "cjson"
-  cjson.encode_number_precision(15)
+  cjson.encode_number_precision(14)
   return cjson.encode(v)
 end
 
