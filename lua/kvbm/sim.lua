@@ -64,26 +64,15 @@ end
 -- returns the requests ({ id, salt, n, tokens, timestamp_ms, output_length })
 -- and the format.
 function M.load_trace(o, progress)
-  local tr = kvbm.trace
-  if not tr then
-    local path = o.trace
-    if path == "-" or (o.format or (path:match("%.jsonl$") and "jsonl") or "text") == "jsonl" then
-      fail("this build has no trace loader for " .. path .. " (kvbm.trace missing)")
-    end
-    local ok, reqs = pcall(require("kvbm.replay").load, path)
-    if not ok or not reqs then fail("cannot read " .. path .. ": " .. tostring(not ok and reqs or "no such file")) end
-    return reqs, "text"
+  local t, err = kvbm.trace.load(o.trace, { format = o.format, trace_block_size = o.trace_block_size,
+    progress = progress })
+  if not t then fail(type(err) == "table" and err.message or tostring(err)) end
+  local reqs = {}
+  for i = 1, #t do
+    reqs[i] = { id = t:id(i), salt = t:salt(i), n = t:n_tokens(i), tokens = t:tokens(i),
+      timestamp_ms = t:timestamp(i), output_length = t:output_length(i) }
   end
-  local t, err = tr.load(o.trace, { format = o.format, trace_block_size = o.trace_block_size, progress = progress })
-  if not t then fail(tostring(err)) end
-  local reqs, fmt = {}, t.format and t:format() or "text"
-  local n = t.count and t:count() or #t
-  for i = 1, n do
-    local q = t:request(i)
-    reqs[i] = { id = q.id, salt = q.salt or 0, n = q.n_tokens or q.n, tokens = q.tokens,
-      timestamp_ms = q.timestamp_ms or 0, output_length = q.output_length or 0, line = q.line }
-  end
-  return reqs, fmt
+  return reqs, t:format()
 end
 
 -- ----------------------------------------------------------- set-up
@@ -102,7 +91,7 @@ end
 -- in G1, a G1 that shows its limits on the bundled trace).
 local MODE_DEFAULTS = {
   replay = { g1 = 4096, g2 = 16384, g1_backend = "lineage" },
-  timed = { g1 = 12288, g2 = 65536, g1_backend = "lru" },
+  timed = { g1 = 32768, g2 = 131072, g1_backend = "lru" },
 }
 
 --- Completes o for a run: mode, defaults, hook tables (checked at load).

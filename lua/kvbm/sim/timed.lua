@@ -308,8 +308,8 @@ function Engine:finish_onboard(c)
   if c.aborted then return end
   r.loading = nil
   local ib = self.g1:register_set(c.targets, c.seq, r.held and #r.held or 0)
-  if r.held then r.held:append(ib) else r.held = ib end
   self.stats.onboards = self.stats.onboards + #ib
+  if r.held then r.held:append(ib) else r.held = ib end
   r.computed = #r.held * self.bs
   r.state = "waiting"
 end
