@@ -80,6 +80,7 @@ end
 local function default_policy()
   return {
     name = "offload-on-release",
+    offload_below = true, -- kvbm.sim.timed applies this rule natively (the same result, faster)
     on_inactive = function(ctx, h, _, tier)
       local below = tier == "G1" and "G2" or tier == "G2" and "G3" or nil
       if below and ctx:manager(below) and not ctx:present(h, below) then return below end

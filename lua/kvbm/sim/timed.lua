@@ -16,8 +16,8 @@
 local kvbm = require "kvbm"
 local timing = require "kvbm.sim.timing"
 
-local ipairs, type, tostring, error, setmetatable, pcall, math_huge, floor, min, max =
-  ipairs, type, tostring, error, setmetatable, pcall, math.huge, math.floor, math.min, math.max
+local pairs, ipairs, type, tostring, error, setmetatable, pcall, math_huge, floor, min, max =
+  pairs, ipairs, type, tostring, error, setmetatable, pcall, math.huge, math.floor, math.min, math.max
 local pack, rep, sub, remove, insert = string.pack, string.rep, string.sub, table.remove, table.insert
 local _ENV = nil
 
@@ -69,18 +69,31 @@ end
 
 -- Blocks whose last user let go in tier: offer them to the policy's
 -- on_inactive; copy the chosen ones down (holding the sources meanwhile).
+local BELOW = { G1 = "G2", G2 = "G3" }
+
 function M.inactive(e, tier, hashes, positions)
   local hook = e.policy.on_inactive
   if not hook or #hashes == 0 then return end
-  local by_dst = {}
-  for i, h in ipairs(hashes) do
-    local dst = call_hook("tier", "on_inactive", hook, e.ctx, h, positions[i], tier)
-    if dst ~= nil and dst ~= tier then
-      if not e.managers[dst] then sim_error("tier hook on_inactive returned " .. tostring(dst) .. ", which is not a tier of this run") end
-      local l = by_dst[dst]
-      if not l then l = { hs = {}, pos = {} }; by_dst[dst] = l end
-      l.hs[#l.hs + 1], l.pos[#l.pos + 1] = h, positions[i]
+  if e.policy.offload_below then -- the default rule, without a call per block
+    local dst = BELOW[tier]
+    while dst and not e.managers[dst] do dst = BELOW[dst] end
+    if dst then M.offload(e, tier, dst, hashes, positions) end
+    return
+  end
+  local by_dst, ctx = {}, e.ctx
+  local ok, err = pcall(function()
+    for i, h in ipairs(hashes) do
+      local dst = hook(ctx, h, positions[i], tier)
+      if dst ~= nil and dst ~= tier then
+        local l = by_dst[dst]
+        if not l then l = { hs = {}, pos = {} }; by_dst[dst] = l end
+        l.hs[#l.hs + 1], l.pos[#l.pos + 1] = h, positions[i]
+      end
     end
+  end)
+  if not ok then sim_error("tier hook on_inactive raised: " .. tostring(err)) end
+  for dst in pairs(by_dst) do
+    if not e.managers[dst] then sim_error("tier hook on_inactive returned " .. tostring(dst) .. ", which is not a tier of this run") end
   end
   for _, dst in ipairs(TIERS) do
     if by_dst[dst] then M.offload(e, tier, dst, by_dst[dst].hs, by_dst[dst].pos) end
@@ -91,9 +104,10 @@ end
 -- blocks allocated all or nothing (a full destination skips and counts).
 function M.offload(e, src, dst, hashes, positions)
   local reg, dm, planned = e.registry, e.managers[dst], e.planned[dst]
-  local hs, pos = {}, {}
-  for i, h in ipairs(hashes) do
-    if not planned[h] and not reg:present(h, dm) then hs[#hs + 1], pos[#pos + 1] = h, positions[i] end
+  local hs, pos, there = {}, {}, reg:check_presence(hashes, dm)
+  for i = 1, #hashes do
+    local h = hashes[i]
+    if not there[i] and not planned[h] then hs[#hs + 1], pos[#pos + 1] = h, positions[i] end
   end
   if #hs == 0 then return end
   local targets = dm:allocate_set(#hs)
