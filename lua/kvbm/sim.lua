@@ -181,8 +181,22 @@ end
 
 -- ------------------------------------------------------------ replay
 
+-- The tier policy with each hook guarded: a raising hook aborts the run
+-- naming the hook (its message carries the script's file and line).
+local function guarded(policy)
+  local out = {}
+  for k, f in pairs(policy) do
+    out[k] = type(f) ~= "function" and f or function(...)
+      local ok, a = pcall(f, ...)
+      if not ok then fail("tier hook " .. k .. " raised: " .. tostring(a)) end
+      return a
+    end
+  end
+  return out
+end
+
 local function run_replay(o, requests, wall, events)
-  local t = assert(kvbm.tiers{ block_size = o.block_size, policy = o.policy_table, events = events.ev,
+  local t = assert(kvbm.tiers{ block_size = o.block_size, policy = guarded(o.policy_table), events = events.ev,
     G1 = { blocks = o.g1, backend = o.backends.G1 }, G2 = o.g2 > 0 and { blocks = o.g2, backend = o.backends.G2 } or nil,
     G3 = o.g3 > 0 and { blocks = o.g3, backend = o.backends.G3 } or nil })
   local series = { x = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } }
