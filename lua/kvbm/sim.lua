@@ -66,7 +66,10 @@ end
 function M.load_trace(o, progress)
   local t, err = kvbm.trace.load(o.trace, { format = o.format, trace_block_size = o.trace_block_size,
     progress = progress })
-  if not t then fail(type(err) == "table" and err.message or tostring(err)) end
+  if not t then
+    local msg = type(err) == "table" and err.message or tostring(err)
+    fail((type(err) == "table" and err.code == "io_error" and "cannot read " or "") .. msg)
+  end
   local reqs = {}
   for i = 1, #t do
     reqs[i] = { id = t:id(i), salt = t:salt(i), n = t:n_tokens(i), tokens = t:tokens(i),
