@@ -206,7 +206,7 @@ local function run_replay(o, requests, wall, events)
   local every = max(1, #requests // 1000)
   local window, head, count = {}, 1, 0
   local bs, prog = o.block_size, M.progress(o, wall)
-  local t0 = wall()
+  local t0, c0 = wall(), clock()
   local done = 0
   local partial = interruptible(function()
     for i, req in ipairs(requests) do
@@ -243,11 +243,11 @@ local function run_replay(o, requests, wall, events)
   prog:finish(done, #requests)
   for k = 1, o.window do if window[k] then window[k]:release() end end
   t:complete_all()
-  local loop_s = wall() - t0
+  local loop_s, loop_cpu_s = wall() - t0, clock() - c0
   local rep_ = t:report()
   local out = { mode = "replay", window = o.window, requests = #requests, rejected = rep_.rejected,
     block_size = o.block_size, blocks = rep_.blocks, onboards = rep_.onboards, offloads = rep_.offloads,
-    offloads_skipped = rep_.offloads_skipped, tiers = {}, loop_s = loop_s, series = series, partial = partial or nil,
+    offloads_skipped = rep_.offloads_skipped, tiers = {}, loop_s = loop_s, loop_cpu_s = loop_cpu_s, series = series, partial = partial or nil,
     replayed = done }
   local hits = 0
   for _, name in ipairs(t.names) do
@@ -271,7 +271,7 @@ local function run_timed(o, requests, wall, events)
     timing = o.timing_table, kv_bytes_per_token = o.kv_bytes_per_token, bw_g2 = o.bw_g2, bw_g3 = o.bw_g3,
     events = events.ev }, requests)
   local prog = M.progress(o, wall)
-  local t0 = wall()
+  local t0, c0 = wall(), clock()
   local partial = interruptible(function()
     local n = #requests
     while e:step() do
@@ -281,11 +281,11 @@ local function run_timed(o, requests, wall, events)
     end
   end)
   prog:finish(e.done, #requests)
-  local loop_s = wall() - t0
+  local loop_s, loop_cpu_s = wall() - t0, clock() - c0
   local st = e.stats
   local out = { mode = "timed", cache_visibility = o.cache_visibility, requests = #requests, rejected = st.rejected,
     block_size = o.block_size, blocks = st.blocks, onboards = st.onboards, offloads = st.offloads,
-    offloads_skipped = st.offloads_skipped, tiers = {}, loop_s = loop_s, partial = partial or nil,
+    offloads_skipped = st.offloads_skipped, tiers = {}, loop_s = loop_s, loop_cpu_s = loop_cpu_s, partial = partial or nil,
     first_admission_reuse = st.prompt_tokens > 0 and st.first_cached_tokens / st.prompt_tokens or 0,
     first_cached_tokens = st.first_cached_tokens, prompt_tokens = st.prompt_tokens,
     ttft_ms = report.summary(st.ttft), itl_ms = report.summary(st.itl), e2e_ms = report.summary(st.e2e),

@@ -64,8 +64,10 @@ function M.text(rep_)
       r.events.sink, r.events.errors, r.events.lost)
     if r.events.close_error then w("events: closing the publisher failed: %s\n", r.events.close_error) end
   end
-  w("time: %.2f s wall (trace loading %.2f s included), request loop %.2f s: %.0f ns per block, %s blocks/s\n",
-    r.wall_s, r.load_s, r.loop_s, r.ns_per_block, thousands(r.loop_s > 0 and r.blocks / r.loop_s or 0))
+  w("time: %.2f s wall (trace loading %.2f s included), request loop %.2f s: %.0f ns per block, %s blocks/s"
+    .. " (CPU %.2f s: %s blocks/s)\n", r.wall_s, r.load_s, r.loop_s, r.ns_per_block,
+    thousands(r.loop_s > 0 and r.blocks / r.loop_s or 0), r.loop_cpu_s,
+    thousands(r.loop_cpu_s > 0 and r.blocks / r.loop_cpu_s or 0))
   return concat(out)
 end
 
@@ -119,7 +121,7 @@ end
 function M.json_object(r)
   local o = { mode = r.mode, requests = r.requests, rejected = r.rejected, block_size = r.block_size, blocks = r.blocks,
     hits = r.hits, hit_rate = r.hit_rate, recomputed = r.recomputed, onboards = r.onboards, offloads = r.offloads,
-    offloads_skipped = r.offloads_skipped, wall_s = r.wall_s, load_s = r.load_s, loop_s = r.loop_s,
+    offloads_skipped = r.offloads_skipped, wall_s = r.wall_s, load_s = r.load_s, loop_s = r.loop_s, loop_cpu_s = r.loop_cpu_s,
     ns_per_block = r.ns_per_block, policy = r.policy, partial = r.partial or false, label = r.label, tiers = {},
     trace = r.trace, events = r.events }
   for _, name in ipairs(M.TIERS) do
