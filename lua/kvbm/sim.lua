@@ -30,7 +30,7 @@ local function fail(msg) error({ sim_error = true, msg = msg }, 0) end
 -- ------------------------------------------------------------ the trace
 
 --- The bundled trace (1000 Mooncake requests, see its README.md).
-function M.bundled_trace()
+local function bundled_trace()
   local here = searchpath("kvbm.sim.timed", package_path)
   return here and here:gsub("timed%.lua$", "data/mooncake_trace_1000.jsonl") or "mooncake_trace_1000.jsonl"
 end
@@ -63,7 +63,7 @@ end
 -- Loads the trace through kvbm.trace (strict text and JSONL loaders in C);
 -- returns the requests ({ id, salt, n, tokens, timestamp_ms, output_length })
 -- and the format.
-function M.load_trace(o, progress)
+local function load_trace(o, progress)
   local t, err = kvbm.trace.load(o.trace, { format = o.format, trace_block_size = o.trace_block_size,
     progress = progress })
   if not t then
@@ -99,7 +99,7 @@ local MODE_DEFAULTS = {
 }
 
 --- Completes o for a run: mode, defaults, hook tables (checked at load).
-function M.prepare(o, fmt)
+local function prepare(o, fmt)
   o.mode = o.mode or (fmt == "jsonl" and "timed" or "replay")
   for k, v in pairs(MODE_DEFAULTS[o.mode]) do if o[k] == nil then o[k] = v end end
   o.policy_table = o.policy and hooks.load("tier", o.policy, "--policy") or default_policy()
@@ -129,7 +129,9 @@ local function events_setup(o)
   else
     sink = function(b) count.n = count.n + #b.hashes end
   end
-  local pub = kvbm.publisher{ events = ev, loop = loop, instance_id = o.instance_id, sink = sink }
+  -- closing a pool removes each of its blocks at once: room for them all
+  local pub = kvbm.publisher{ events = ev, loop = loop, instance_id = o.instance_id, sink = sink,
+    capacity = 65536 + o.g1 + o.g2 + o.g3 }
   return { ev = ev, loop = loop, pub = pub, count = count, sink = sink }
 end
 
@@ -148,7 +150,7 @@ Progress.__index = Progress
 
 local function is_terminal() return execute("test -t 2") == true end
 
-function M.progress(o, wall, what)
+local function progress(o, wall, what)
   local p = setmetatable({ on = not o.quiet and not o.json_only and is_terminal(), wall = wall, last = clock(),
     t0 = wall(), what = what or "requests", shown = false }, Progress)
   return p
@@ -205,7 +207,7 @@ local function run_replay(o, requests, wall, events)
   local series = { x = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } }
   local every = max(1, #requests // 1000)
   local window, head, count = {}, 1, 0
-  local bs, prog = o.block_size, M.progress(o, wall)
+  local bs, prog = o.block_size, progress(o, wall)
   local t0, c0 = wall(), clock()
   local done = 0
   local partial = interruptible(function()
@@ -270,12 +272,15 @@ local function run_timed(o, requests, wall, events)
     max_seqs = o.max_seqs, cache_visibility = o.cache_visibility, arrival_speedup = o.arrival_speedup,
     timing = o.timing_table, kv_bytes_per_token = o.kv_bytes_per_token, bw_g2 = o.bw_g2, bw_g3 = o.bw_g3,
     events = events.ev }, requests)
-  local prog = M.progress(o, wall)
+  local prog = progress(o, wall)
   local t0, c0 = wall(), clock()
   local partial = interruptible(function()
     local n = #requests
     while e:step() do
       if o.eviction_errors.error then fail(o.eviction_errors.error) end
+      -- a step takes microseconds of wall time, far less than the publisher's
+      -- batching window: publish each step's events now, before they pile up
+      events.pub:flush()
       events.loop:run_nowait()
       prog:update(e.done, n)
     end
@@ -306,7 +311,7 @@ local function run_timed(o, requests, wall, events)
       backend = type(o.backends[name]) == "table" and o[name:lower() .. "_backend"] or o.backends[name] or "lru" }
   end
   out.hits = hits
-  e:close()
+  e:close(function() events.pub:flush() end)
   return out
 end
 
@@ -314,7 +319,7 @@ end
 
 --- Runs one configuration o over requests; returns the report table.
 function M.run(o, requests, fmt, wall, load_s)
-  M.prepare(o, fmt)
+  prepare(o, fmt)
   local events = events_setup(o)
   local rep_ = (o.mode == "timed" and run_timed or run_replay)(o, requests, wall, events)
   rep_.events = events_report(o, events)
@@ -349,10 +354,10 @@ local function main(args)
     requests, fmt = generate(o.requests, o.seed)
     o.trace_label = "generated"
   else
-    o.trace = o.trace or M.bundled_trace()
+    o.trace = o.trace or bundled_trace()
     o.trace_label = o.given.trace and o.trace or "bundled Mooncake sample (1000 requests)"
-    local prog = M.progress(o, wall, "bytes loaded")
-    requests, fmt = M.load_trace(o, function(done, total) prog:update(done, total > 0 and total or done) return false end)
+    local prog = progress(o, wall, "bytes loaded")
+    requests, fmt = load_trace(o, function(done, total) prog:update(done, total > 0 and total or done) return false end)
     prog:finish(0, 0)
   end
   local load_s = wall() - w0
@@ -411,5 +416,4 @@ function M.main(args)
 end
 
 M.parse = options.parse
-M.generate = generate
 return M

@@ -628,7 +628,7 @@ function Engine:run(progress)
   return self
 end
 
-function Engine:close()
+function Engine:close(after_each)
   for _, r in ipairs(self.running) do release_held(self, r) end
   for _, r in ipairs(self.waiting) do release_held(self, r) end
   for _, c in ipairs(self.copies) do
@@ -636,7 +636,10 @@ function Engine:close()
     c.targets:release()
   end
   self.copies = {}
-  for _, name in ipairs(self.names) do self.managers[name]:close() end
+  for _, name in ipairs(self.names) do
+    self.managers[name]:close()
+    if after_each then after_each(name) end -- e.g. publish the close's events
+  end
 end
 
 M.Engine = Engine
