@@ -372,6 +372,21 @@ describe("kvbm sim reports", function()
   end)
 end)
 
+describe("kvbm sim interrupted", function()
+  it("Ctrl-C prints the report so far, marked partial, exit status 130", function()
+    -- the bundled trace at a small G1 runs for seconds; SIGINT after 1 s
+    local cmd = "(" .. q(kvbm_bin) .. " sim --g1 2048 --g2 8192 --quiet > " .. "%s 2>&1 & pid=$!; sleep 1; kill -INT $pid; wait $pid)"
+    local out_path = os.tmpname()
+    local _, status = helpers.run(cmd:format(q(out_path)))
+    local out = assert(io.open(out_path)):read("a")
+    os.remove(out_path)
+    assert.are.equal(130, status, out)
+    local done = tonumber(out:match("%[PARTIAL: interrupted, (%d+) requests done%]"))
+    assert.is_true(done ~= nil and done < 1000, out)
+    assert.matches("first%-admission reuse", out)
+  end)
+end)
+
 describe("kvbm sim --mode replay", function()
   -- An independent model of the replay at window 1 with an LRU G1 and no
   -- G2: each engine block is one hash id (its prefix chain is its identity);

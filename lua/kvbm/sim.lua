@@ -84,8 +84,9 @@ local function default_policy()
   return {
     name = "offload-on-release",
     offload_below = true, -- kvbm.sim.timed applies this rule natively (the same result, faster)
-    on_inactive = function(ctx, h, _, tier)
+    on_inactive = function(ctx, h, _, tier) -- to the next tier below that exists
       local below = tier == "G1" and "G2" or tier == "G2" and "G3" or nil
+      if below == "G2" and not ctx:manager("G2") then below = "G3" end
       if below and ctx:manager(below) and not ctx:present(h, below) then return below end
     end,
   }

@@ -35,7 +35,8 @@ function M.text(rep_)
   local function w(...) out[#out + 1] = format(...) end
   w("kvbm sim: %d requests (%s mode%s), %s full blocks looked up (block size %d)%s, policy %s%s\n", r.requests, r.mode,
     r.mode == "timed" and (", visibility " .. r.cache_visibility) or (", window " .. r.window),
-    thousands(r.blocks), r.block_size, r.trace and (", trace " .. r.trace) or "", r.policy, r.partial and "  [PARTIAL: interrupted]" or "")
+    thousands(r.blocks), r.block_size, r.trace and (", trace " .. r.trace) or "", r.policy,
+    r.partial and format("  [PARTIAL: interrupted, %d requests done]", r.finished or r.replayed or 0) or "")
   w("hit rate %s of full blocks looked up (%s hits in any tier); blocks recomputed %s (looked up, found nowhere)\n",
     pct(r.hit_rate), thousands(r.hits), thousands(r.recomputed))
   w("%-4s %9s %9s %8s %10s %13s   (hit%% = hits in the tier / full blocks looked up)\n", "tier", "blocks", "hits",
