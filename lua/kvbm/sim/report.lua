@@ -63,6 +63,12 @@ function M.text(rep_)
   if r.events then
     w("events: %d published in %d batches to %s (%d sink errors, %d lost)\n", r.events.published, r.events.batches,
       r.events.sink, r.events.errors, r.events.lost)
+    local n = r.events.nats
+    if n then -- core NATS delivers at most once: say what may not have arrived
+      w("nats: %d disconnects, %d reconnects; %d messages, %d sent while disconnected (missed by "
+        .. "subscribers that were down too), %d unsent at exit, %d dropped (at most once delivery)\n",
+        n.disconnects, n.reconnects, n.published, n.published_while_down, n.unsent, n.dropped)
+    end
     if r.events.close_error then w("events: closing the publisher failed: %s\n", r.events.close_error) end
   end
   w("time: %.2f s wall (trace loading %.2f s included), request loop %.2f s: %.0f ns per block, %s blocks/s"
