@@ -132,7 +132,7 @@ local function events_setup(o)
   end
   -- closing a pool removes each of its blocks at once: room for them all
   local pub = kvbm.publisher{ events = ev, loop = loop, instance_id = o.instance_id, sink = sink,
-    capacity = 65536 + o.g1 + o.g2 + o.g3 }
+    capacity = min(16777216, 65536 + o.g1 + o.g2 + o.g3) }
   return { ev = ev, loop = loop, pub = pub, count = count, sink = sink }
 end
 
