@@ -566,7 +566,7 @@ function Engine:step()
     if self.next_arrival <= #self.future then t = self.future[self.next_arrival].arrival end
     if #self.copies > 0 then t = min(t, self.copies[1].done) end
     if t == math_huge then
-      if #self.waiting > 0 or #running > 0 then sim_error("the engine is stuck: requests wait for blocks that never come") end
+      if #self.waiting > 0 or #running > 0 then sim_error("the engine is stuck: waiting requests need G1 blocks that onboards in flight hold (try a larger --g1)") end
       return false
     end
     self.now = max(self.now, t)
