@@ -56,7 +56,8 @@ end
 --- nil when it is not available: looked up in $KVBM_TRACES_DIR, then in
 --- the repository's traces/ directory. Specs that need one skip visibly.
 function M.real_trace(name)
-  for _, dir in ipairs { os.getenv("KVBM_TRACES_DIR") or false, M.srcdir() .. "/traces" } do
+  -- the bundled sample of kvbm sim is one of them
+  for _, dir in ipairs { os.getenv("KVBM_TRACES_DIR") or false, M.srcdir() .. "/traces", M.srcdir() .. "/lua/kvbm/sim/data" } do
     if dir then
       local path = dir .. "/" .. name
       local f = io.open(path, "r")

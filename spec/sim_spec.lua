@@ -267,6 +267,25 @@ describe("kvbm sim --mode timed", function()
   end)
 end)
 
+describe("kvbm sim on the bundled Mooncake sample", function()
+  it("runs by default in timed mode with G1 and G2 at work", function()
+    local r = sim_json("")
+    assert.are.equal("timed", r.mode)
+    assert.are.equal(1000, r.requests)
+    assert.is_true(r.tiers.G1.hits > 0 and r.tiers.G2.hits > 0, "hits in G1 and in G2")
+    assert.is_true(r.onboards > 0 and r.offloads > 0)
+    assert.are.equal(199084, r.output_tokens, "every output token of the trace")
+  end)
+
+  it("reuses more when blocks are visible once computed than when their request finishes", function()
+    local args = "--block-size 64 --g1 54453 --g2 0 --arrival-speedup 10 --cache-visibility "
+    local computed, finished = sim_json(args .. "computed"), sim_json(args .. "finished")
+    assert.is_true(computed.first_admission_reuse > finished.first_admission_reuse)
+    assert.are.equal(9792030, computed.prompt_tokens)
+    assert.are.equal(computed.prompt_tokens, finished.prompt_tokens)
+  end)
+end)
+
 describe("kvbm sim reports", function()
   local trace
   setup(function()
