@@ -168,12 +168,16 @@ local function lookup(e, r)
   local got = e.g1:match_set(capseq)
   local h1, run = #got, {}
   if e.lower and h1 < cap then
-    local hashes, hook, reg = capseq:hashes(), e.policy.onboard, e.registry
-    for i = h1 + 1, cap do
+    local all, hook, reg = capseq:hashes(), e.policy.onboard, e.registry
+    local hashes = {}
+    for i = h1 + 1, cap do hashes[#hashes + 1] = all[i] end
+    local there = {} -- presence per lower tier, one call each
+    for k, name in ipairs(e.lower) do there[k] = reg:check_presence(hashes, e.managers[name]) end
+    for i = 1, #hashes do
       local h, from = hashes[i], nil
-      for _, name in ipairs(e.lower) do
-        if not from and reg:present(h, e.managers[name])
-          and (hook == nil or call_hook("tier", "onboard", hook, e.ctx, h, i - 1, name)) then
+      for k, name in ipairs(e.lower) do
+        if not from and there[k][i]
+          and (hook == nil or call_hook("tier", "onboard", hook, e.ctx, h, h1 + i - 1, name)) then
           from = name
         end
       end
