@@ -219,8 +219,7 @@ describe("the misuse sweep", function()
         local path = prefix .. name
         if type(v) == "function" and not SKIPPED[path] then
           assert(listed["kvbm." .. path], "not in the sweep: kvbm." .. path)
-        elseif type(v) == "table" and prefix == "" and (name == "_debug" or not name:match("^_")) then
-          -- (a private table other than _debug, such as kvbm._tiers under kvbm.tiers, is no API)
+        elseif type(v) == "table" and prefix == "" then
           walk(v, path .. ".")
         end
       end
