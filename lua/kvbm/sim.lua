@@ -122,18 +122,20 @@ end
 local function events_setup(o)
   local ev = kvbm.events()
   local loop = kvbm.loop()
-  local sink, count = nil, { n = 0 }
+  local sink
   if o.nats then
     local s, err = kvbm.sink.nats{ url = o.nats }
     if not s then fail("cannot connect to " .. o.nats .. ": " .. tostring(err)) end
     sink = s
   else
-    sink = function(b) count.n = count.n + #b.hashes end
+    -- counted by the publisher's stats; a C sink that drops the bytes, so
+    -- that no Lua table of hashes is built per batch
+    sink = assert(kvbm.sink.file("/dev/null"))
   end
   -- closing a pool removes each of its blocks at once: room for them all
   local pub = kvbm.publisher{ events = ev, loop = loop, instance_id = o.instance_id, sink = sink,
     capacity = min(16777216, 65536 + o.g1 + o.g2 + o.g3) }
-  return { ev = ev, loop = loop, pub = pub, count = count, sink = sink }
+  return { ev = ev, loop = loop, pub = pub, sink = sink }
 end
 
 local function events_report(o, events)
@@ -203,7 +205,12 @@ local function guarded(policy)
 end
 
 local function run_replay(o, requests, wall, events)
-  local t = assert(kvbm.tiers{ block_size = o.block_size, policy = guarded(o.policy_table), events = events.ev,
+  -- the default rule runs as the planner's built-in rule (in C, no Lua call
+  -- per block), which needs no frequency tracker unless multi_lru reads it
+  local builtin = not o.policy
+  local t = assert(kvbm.tiers{ block_size = o.block_size, events = events.ev,
+    policy = builtin and "offload_on_release" or guarded(o.policy_table),
+    frequency = (builtin and o.g1_backend ~= "multi_lru") and false or nil,
     G1 = { blocks = o.g1, backend = o.backends.G1 }, G2 = o.g2 > 0 and { blocks = o.g2, backend = o.backends.G2 } or nil,
     G3 = o.g3 > 0 and { blocks = o.g3, backend = o.backends.G3 } or nil })
   local series = { x = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } }
@@ -219,8 +226,7 @@ local function run_replay(o, requests, wall, events)
         window[head] = nil
         head, count = head % o.window + 1, count - 1
       end
-      local nfull = req.n // bs
-      local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+      local seq = kvbm.sequence(req.tokens, bs, req.salt) -- the partial tail is never hashed
       local r = t:admit(seq)
       if r then
         for _, plan in ipairs(r.onboard) do t:complete(plan) end
@@ -258,7 +264,7 @@ local function run_replay(o, requests, wall, events)
     local x = rep_.tiers[name]
     hits = hits + x.hits
     out.tiers[name] = { blocks = x.total, hits = x.hits, hit_rate = x.hit_rate, evictions = x.evictions,
-      registrations = x.registrations, backend = type(o.backends[name]) == "table" and o[name:lower() .. "_backend"]
+      registrations = x.registrations, bytes = t.managers[name]:bytes(), backend = type(o.backends[name]) == "table" and o[name:lower() .. "_backend"]
         or o.backends[name] or (name == "G1" and "lineage" or "lru") }
   end
   out.hits = hits
@@ -309,7 +315,7 @@ local function run_timed(o, requests, wall, events)
     hits = hits + st.hits[name]
     out.tiers[name] = { blocks = e.managers[name]:total(), hits = st.hits[name],
       hit_rate = st.blocks > 0 and st.hits[name] / st.blocks or 0, evictions = mm.kvbm_evictions_total,
-      registrations = mm.kvbm_registrations_total,
+      registrations = mm.kvbm_registrations_total, bytes = e.managers[name]:bytes(),
       backend = type(o.backends[name]) == "table" and o[name:lower() .. "_backend"] or o.backends[name] or "lru" }
   end
   out.hits = hits

@@ -135,7 +135,7 @@ function M.json_object(r)
     local x = r.tiers[name]
     if x then
       o.tiers[name] = { blocks = x.blocks, hits = x.hits, hit_rate = x.hit_rate, evictions = x.evictions,
-        registrations = x.registrations, backend = x.backend }
+        registrations = x.registrations, backend = x.backend, bytes = x.bytes }
     end
   end
   if r.mode == "timed" then
