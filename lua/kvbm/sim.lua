@@ -124,6 +124,7 @@ local function events_setup(o)
   local loop = kvbm.loop()
   local sink
   if o.nats then
+    if not kvbm.sink.nats then fail("--nats: this kvbm was built without NATS support") end
     local s, err = kvbm.sink.nats{ url = o.nats }
     if not s then fail("cannot connect to " .. o.nats .. ": " .. tostring(err)) end
     sink = s
