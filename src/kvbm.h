@@ -60,7 +60,10 @@ extern "C" {
      "ordering violation: a known block_id appeared after a new one")             \
   XX(DUPLICATE_BLOCK_ID, "duplicate_block_id", "duplicate block_id already present") \
   XX(POSITION_MISMATCH, "position_mismatch",                                       \
-     "position mismatch: a block hash does not carry its sequence position")
+     "position mismatch: a block hash does not carry its sequence position")      \
+  XX(TRACE, "malformed_trace", "malformed trace")                                  \
+  XX(IO, "io_error", "input/output error")                                         \
+  XX(CANCELLED, "cancelled", "cancelled by the caller")
 
 typedef enum {
   KVBM__ERR_BASE = -1000,

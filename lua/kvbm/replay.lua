@@ -1,44 +1,33 @@
 -- kvbm.replay: the trace replay workload (window W, file order, prompts only), from Lua.
 --
--- A trace is text, one request per line: "<id> <salt> <n_tokens> <tok>...".
--- replay.load(path) reads it (tokens packed as u32 strings, ready for
--- kvbm.sequence); replay.run{...} replays it against a manager:
+-- replay.load(path, opts) reads a trace with kvbm.trace.load (text, or
+-- Mooncake/Dynamo JSONL; see kvbm_trace.h) into a list of requests with
+-- their tokens packed as u32 strings, ready for kvbm.sequence;
+-- replay.run{...} replays it against a manager:
 --   (e) before each request, when `window` requests hold blocks, release the
 --       oldest one's blocks (position order); (a) hash the full blocks with
 --       the line's salt; (b) match them; (c) allocate the rest, or count the
 --       request rejected and release what it holds; (d) stage and register.
 local kvbm = require "kvbm"
 
-local clock, pack, concat, tointeger = os.clock, string.pack, table.concat, math.tointeger
-local assert, ipairs, error, open = assert, ipairs, error, io.open
+local clock = os.clock
+local assert, ipairs = assert, ipairs
 local _ENV = nil
 
 local M = {}
 
---- Reads a trace; returns a list of { id, salt, n, tokens = <packed u32 string> }.
-function M.load(path)
-  local f, err = open(path, "r")
-  if not f then return nil, err end
+--- Reads a trace (path, "-" for standard input; opts as kvbm.trace.load's).
+--- Returns a list of { id, salt, n, tokens = <packed u32 string> } and the
+--- kvbm.Trace, or nil, err for a file that cannot be read or is malformed
+--- (err.message "file:line: what", err.file, err.line).
+function M.load(path, opts)
+  local t, err = kvbm.trace.load(path, opts)
+  if not t then return nil, err end
   local out = {}
-  for line in f:lines() do
-    local nums, k = {}, 0
-    for w in line:gmatch("%d+") do
-      k = k + 1
-      nums[k] = tointeger(w + 0)
-    end
-    if k >= 3 then
-      local n = nums[3]
-      if k ~= n + 3 then
-        f:close()
-        error(("trace line %d: %d tokens announced, %d found"):format(#out + 1, n, k - 3))
-      end
-      local parts = {}
-      for i = 1, n do parts[i] = pack("<I4", nums[3 + i]) end
-      out[#out + 1] = { id = nums[1], salt = nums[2], n = n, tokens = concat(parts) }
-    end
+  for i = 1, #t do
+    out[i] = { id = t:id(i), salt = t:salt(i), n = t:n_tokens(i), tokens = t:tokens(i) }
   end
-  f:close()
-  return out
+  return out, t
 end
 
 local function run_sets(requests, m, window, bs, stats)

@@ -231,6 +231,7 @@ KVBM_API int luaopen_kvbm(lua_State *L) {
   lkvbm_open_assignments(L);
   lkvbm_open_events(L);
   lkvbm_open_nats(L);
+  lkvbm_open_trace(L);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_index);
   lua_setfield(L, -2, "__index");

@@ -20,6 +20,7 @@
 #define LKVBM_METRICS_MT "kvbm.Metrics"
 #define LKVBM_NATS_SINK_MT "kvbm.NatsSink"
 #define LKVBM_NATS_SUB_MT "kvbm.NatsSubscription"
+#define LKVBM_TRACE_MT "kvbm.Trace"
 
 /* A registry box. busy is set while a manager of this registry runs Lua
  * policy code, so that re-entrant calls are refused instead of corrupting
@@ -117,6 +118,7 @@ kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx); /* NULL unless a kvbm.Se
 /* Creates (or reuses) kvbm.sink and kvbm.sub on the module table at -1 and
  * sets kvbm.sink.nats and kvbm.sub.nats (lnats.c). */
 void lkvbm_open_nats(lua_State *L);
+void lkvbm_open_trace(lua_State *L); /* kvbm.trace (ltrace.c) */
 /* The C sink of a kvbm.NatsSink at idx, or NULL. The sink stays owned by the
  * Lua object: keep the userdata alive (e.g. as a user value) while using the
  * pointer or a copy of it; its close is a no-op, and after sink:close() its
