@@ -153,8 +153,8 @@ static kvbm_manager *make(world *w, fuzz_in *in, int i) {
 
 static void step(world *w, fuzz_in *in) {
   kvbm_manager *m = w->m[fuzz_u8(in) & 1];
-  kvbm_block out[MAXN + 4], b, nb;
-  kvbm_hash hs[MAXN + 4], h;
+  kvbm_block out[MAXN + 4] = {0}, b, nb;
+  kvbm_hash hs[MAXN + 4] = {{0, 0}}, h;
   size_t n;
   int rc;
   switch (fuzz_u8(in) % 20) {
