@@ -25,12 +25,17 @@ typedef struct {
   size_t count;
 } test_policy;
 
+/* The contract (lua/kvbm/policy/lru.lua): evictions are not reported, so
+ * the policy may still hold an id the engine evicted, and an on_insert of an
+ * id it holds means "cached again". What must hold: on_remove only follows
+ * an on_insert of that id, with its hash, and every block the manager has
+ * cached is one the policy was told about. */
 static int pol_insert(void *ud, uint32_t id, kvbm_hash h) {
   test_policy *p = ud;
-  FUZZ_CHECK(id < MAXN && !p->inactive[id], "on_insert(%u) of a block already inactive", id);
+  FUZZ_CHECK(id < MAXN, "on_insert(%u) beyond the pool", id);
+  p->count += !p->inactive[id];
   p->inactive[id] = 1;
   p->hash[id] = h;
-  p->count++;
   return fuzz_u8(p->in) == 0xee ? -1 : 0;
 }
 
@@ -109,7 +114,7 @@ static void check(world *w) {
                    kvbm_manager_available(m) <= kvbm_manager_total(m),
                "manager %d: pool sizes", i);
     if (w->policy[i].victims)
-      FUZZ_CHECK(w->pol[i].count == kvbm_manager_inactive(m), "manager %d: the policy sees %zu inactive, the manager %zu",
+      FUZZ_CHECK(w->pol[i].count >= kvbm_manager_inactive(m), "manager %d: the policy knows %zu inactive, the manager has %zu",
                  i, w->pol[i].count, kvbm_manager_inactive(m));
   }
 }
