@@ -69,8 +69,11 @@ function M.new(opts)
     if not known[k] then error("kvbm.tiers: unknown option '" .. tostring(k) .. "'", 2) end
   end
   if not opts.G1 then error("kvbm.tiers: G1 is required", 2) end
-  local reg = opts.registry or kvbm.registry{ frequency = opts.frequency == nil and "medium" or opts.frequency,
-    events = opts.events }
+  local reg, rerr = opts.registry, nil
+  if not reg then
+    reg, rerr = kvbm.registry{ frequency = opts.frequency == nil and "medium" or opts.frequency, events = opts.events }
+    if not reg then return nil, rerr end -- out of memory: say so, not "registry is required"
+  end
   local t = setmetatable({
     registry = reg, managers = {}, names = {}, block_size = opts.block_size or 16,
     policy = opts.policy or {}, pending = {}, next_plan = 1,
