@@ -106,12 +106,20 @@ static int is_oom(const char *m) {
   return strstr(m, "not enough memory") || strstr(m, "no_memory") || strstr(m, "out of memory");
 }
 
+static const char *srcdir = ".";
+
 static void sweep_once(const char *script, long fail_at, int persist, outcome *o) {
   sweep_alloc c = {.fail_at = fail_at, .persist = persist};
   c.live.h.prev = c.live.h.next = &c.live;
   memset(o, 0, sizeof *o);
   lua_State *L = lua_newstate(failing_alloc, &c);
   luaL_openlibs(L);
+  lua_getglobal(L, "package"); /* kvbm.tiers and friends come from the source tree */
+  lua_pushfstring(L, "%s/lua/?.lua;", srcdir);
+  lua_getfield(L, -2, "path");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE); /* require "kvbm" runs in the sweep */
   lua_pushcfunction(L, luaopen_kvbm);
   lua_setfield(L, -2, "kvbm");
@@ -156,7 +164,8 @@ int main(void) {
   char script[4096];
   outcome o;
   if (stride < 1) stride = 1;
-  snprintf(script, sizeof script, "%s/spec/c/alloc_sweep.lua", top ? top : ".");
+  if (top) srcdir = top;
+  snprintf(script, sizeof script, "%s/spec/c/alloc_sweep.lua", srcdir);
   FILE *f = fopen(script, "r");
   if (!f) {
     printf("1..0 # SKIP %s not found (set KVBM_SRCDIR)\n", script);
