@@ -149,6 +149,7 @@ static kvbm_manager *make(world *w, fuzz_in *in, int i) {
   if (rc < 0) {
     cfg.backend = KVBM_BACKEND_LRU; /* e.g. multi-LRU without a tracker, bad thresholds */
     cfg.policy = NULL;
+    memset(cfg.thresholds, 0, sizeof cfg.thresholds); /* checked for every backend */
     w->policy[i] = (kvbm_policy){0};
     FUZZ_CHECK(kvbm_manager_new(&cfg, &m) == 0, "fallback manager");
   }
