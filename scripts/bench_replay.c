@@ -4,45 +4,17 @@
  * window when W requests hold blocks; (a) hash the full blocks (block size
  * 16, the line's salt); (b) match them; (c) allocate the rest, or count the
  * request rejected and release what it holds; (d) stage and register the
- * new blocks. Only the request loop is timed. */
+ * new blocks. Only the request loop is timed (wall_ms); load_ms is the
+ * trace's loading (kvbm_trace_load_path). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "kvbm.h"
+#include "kvbm_trace.h"
 
 #define BLOCK_SIZE 16
-
-typedef struct {
-  uint64_t salt;
-  uint32_t *tokens;
-  size_t n;
-} request;
-
-static request *load(const char *path, size_t *count) {
-  FILE *f = fopen(path, "r");
-  if (!f) return NULL;
-  size_t cap = 1024, n = 0;
-  request *rs = malloc(cap * sizeof *rs);
-  unsigned long long id, salt;
-  size_t ntok;
-  while (fscanf(f, "%llu %llu %zu", &id, &salt, &ntok) == 3) {
-    if (n == cap) rs = realloc(rs, (cap *= 2) * sizeof *rs);
-    rs[n].salt = salt;
-    rs[n].n = ntok;
-    rs[n].tokens = malloc((ntok ? ntok : 1) * sizeof(uint32_t));
-    for (size_t i = 0; i < ntok; i++) {
-      unsigned long t;
-      if (fscanf(f, "%lu", &t) != 1) return fclose(f), NULL;
-      rs[n].tokens[i] = (uint32_t)t;
-    }
-    n++;
-  }
-  fclose(f);
-  *count = n;
-  return rs;
-}
 
 static int backend_of(const char *name) {
 #define NAME(name, lua_name) lua_name,
@@ -64,13 +36,19 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_replay TRACE BLOCK_COUNT WINDOW lineage|lineage_fifo|lru|multi_lru|hashmap\n");
     return 2;
   }
-  size_t nreq;
-  request *rs = load(argv[1], &nreq);
-  if (!rs) return fprintf(stderr, "bench_replay: cannot read %s\n", argv[1]), 1;
+  kvbm_trace *trace;
+  kvbm_trace_error terr;
+  kvbm_trace_options topts = {.format = KVBM_TRACE_TEXT};
+  double l0 = now_ns();
+  if (kvbm_trace_load_path(argv[1], &topts, &trace, &terr) < 0)
+    return fprintf(stderr, "bench_replay: %s\n", terr.message), 1;
+  double load_ns = now_ns() - l0;
+  size_t nreq = kvbm_trace_count(trace);
   uint32_t block_count = (uint32_t)atol(argv[2]);
   size_t window = (size_t)atol(argv[3]), max_blocks = 0;
   for (size_t i = 0; i < nreq; i++)
-    if (rs[i].n / BLOCK_SIZE > max_blocks) max_blocks = rs[i].n / BLOCK_SIZE;
+    if (kvbm_trace_get(trace, i)->n_tokens / BLOCK_SIZE > max_blocks)
+      max_blocks = kvbm_trace_get(trace, i)->n_tokens / BLOCK_SIZE;
 
   kvbm_registry *reg;
   kvbm_manager *m;
@@ -96,15 +74,16 @@ int main(int argc, char **argv) {
       head = (head + 1) % window;
       inwin--;
     }
-    size_t nfull = rs[r].n / BLOCK_SIZE;
+    const kvbm_trace_request *rq = kvbm_trace_get(trace, r);
+    size_t nfull = rq->n_tokens / BLOCK_SIZE;
     full_blocks += nfull;
-    if (!seq || seq_salt != rs[r].salt) { /* (a) */
+    if (!seq || seq_salt != rq->salt) { /* (a) */
       kvbm_sequence_free(seq);
-      if (kvbm_sequence_new(NULL, BLOCK_SIZE, rs[r].salt, &seq) < 0) return 1;
-      seq_salt = rs[r].salt;
+      if (kvbm_sequence_new(NULL, BLOCK_SIZE, rq->salt, &seq) < 0) return 1;
+      seq_salt = rq->salt;
     }
     kvbm_sequence_truncate(seq, 0);
-    if (kvbm_sequence_extend(seq, rs[r].tokens, nfull * BLOCK_SIZE, NULL, NULL) < 0) return 1;
+    if (kvbm_sequence_extend(seq, kvbm_trace_tokens(trace, r, NULL), nfull * BLOCK_SIZE, NULL, NULL) < 0) return 1;
     const kvbm_hash *hashes = kvbm_sequence_hashes(seq);
     size_t slot = (head + inwin) % window;
     kvbm_block *mine = held + slot * max_blocks;
@@ -128,9 +107,9 @@ int main(int argc, char **argv) {
   kvbm_manager_metrics(m, &x);
   double bytes = (double)(kvbm_manager_bytes(m) + kvbm_registry_bytes(reg)) / block_count;
   printf("%-12s blocks %6u W %3zu  requests %zu  full_blocks %zu  hits %zu  allocations %zu  rejected %zu"
-         "  evictions %llu  wall_ms %.1f  ns/block %.1f  bytes/block %.1f\n",
+         "  evictions %llu  wall_ms %.1f  ns/block %.1f  bytes/block %.1f  load_ms %.1f\n",
          argv[4], block_count, window, nreq, full_blocks, hits, allocs, rejected,
-         (unsigned long long)x.evictions, (t1 - t0) / 1e6, (t1 - t0) / (double)full_blocks, bytes);
+         (unsigned long long)x.evictions, (t1 - t0) / 1e6, (t1 - t0) / (double)full_blocks, bytes, load_ns / 1e6);
 
   for (size_t w = 0; w < inwin; w++) {
     size_t s = (head + w) % window;
@@ -139,7 +118,7 @@ int main(int argc, char **argv) {
   kvbm_sequence_free(seq);
   kvbm_manager_free(m);
   kvbm_registry_release(reg);
-  for (size_t i = 0; i < nreq; i++) free(rs[i].tokens);
-  free(rs), free(held), free(nheld), free(mut), free(cbs);
+  kvbm_trace_free(trace);
+  free(held), free(nheld), free(mut), free(cbs);
   return 0;
 }

@@ -38,6 +38,22 @@ function M.run(cmd)
   return out:gsub("@@status=%d+%s*$", ""), status
 end
 
+--- The path of a real request trace (e.g. "mooncake_trace_1000.jsonl"), or
+--- nil when it is not available: looked up in $KVBM_TRACES_DIR, then in
+--- the repository's traces/ directory. Specs that need one skip visibly.
+function M.real_trace(name)
+  for _, dir in ipairs { os.getenv("KVBM_TRACES_DIR") or false, M.srcdir() .. "/traces" } do
+    if dir then
+      local path = dir .. "/" .. name
+      local f = io.open(path, "r")
+      if f then
+        f:close()
+        return path
+      end
+    end
+  end
+end
+
 function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 return M

@@ -70,6 +70,18 @@ describe("trace replay (LRU) against an independent model", function()
     assert.are.equal("malformed_trace", err.code)
     assert.are.equal(bad .. ":1: 5 tokens announced, 3 found", err.message)
     assert.are.equal(1, err.line)
+    -- the old %d+ scan read "1.5" as two tokens and "-1" as 1
+    for _, case in ipairs { { "1 0 4 1.5 2 3\n", "token 1: '1.5' is not an integer" },
+                            { "\n1 0 1 -1\n", "token 1: '-1' is negative (expected 0..4294967295)", 2 } } do
+      bad = os.tmpname()
+      f = assert(io.open(bad, "w"))
+      f:write(case[1])
+      f:close()
+      requests, err = replay.load(bad)
+      os.remove(bad)
+      assert.is_nil(requests)
+      assert.are.equal(("%s:%d: %s"):format(bad, case[3] or 1, case[2]), err.message)
+    end
     requests, err = replay.load("/nonexistent/trace")
     assert.is_nil(requests)
     assert.are.equal("io_error", err.code)

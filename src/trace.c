@@ -175,8 +175,10 @@ static int report(loader *ld, uint64_t done, int last) {
 /* Hands the trace over on success, frees it on failure. */
 static int finish(loader *ld, int rc, kvbm_trace **out) {
   kvbm_trace *t = ld->p.t;
-  if (rc == KVBM_ENOMEM && !ld->p.err->message[0])
-    fail_input(&ld->p, rc, "out of memory at line %" PRIu64, ld->p.line);
+  if (rc == KVBM_ENOMEM && !ld->p.err->message[0]) {
+    if (ld->p.line) fail_input(&ld->p, rc, "out of memory at line %" PRIu64, ld->p.line);
+    else fail_input(&ld->p, rc, "out of memory");
+  }
   if (rc < 0) {
     kvbm_trace_free(t);
     return rc;

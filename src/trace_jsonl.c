@@ -101,7 +101,7 @@ static int request(trace_parser *p, json_t *o) {
   if (r.input_length < n) n = r.input_length;
   if (n > SIZE_MAX) return KVBM_ENOMEM;
   if ((rc = kvbm__trace_limit(p, (size_t)n)) || (rc = kvbm__trace_reserve(p, (size_t)n))) return rc;
-  uint32_t *dst = n ? p->t->tokens + p->t->ntokens : NULL; /* no tokens yet: tokens is NULL */
+  uint32_t *dst = n ? p->t->tokens + p->t->ntokens : NULL; /* tokens may be NULL still */
   for (size_t k = 0, done = 0; done < n; k++) {
     uint32_t h = (uint32_t)json_integer_value(json_array_get(ids, k));
     size_t run = n - done < bs ? (size_t)(n - done) : (size_t)bs;

@@ -61,7 +61,7 @@ int kvbm__trace_text_line(trace_parser *p, const char *s, size_t n) {
   if (announced < room) room = (size_t)announced;
   int rc = kvbm__trace_reserve(p, room);
   if (rc) return rc;
-  uint32_t *dst = room ? p->t->tokens + p->t->ntokens : NULL; /* no tokens yet: tokens is NULL */
+  uint32_t *dst = room ? p->t->tokens + p->t->ntokens : NULL; /* tokens may be NULL still */
   size_t found = 0;
   for (;;) {
     while (i < n && is_sep(s[i])) i++;

@@ -105,14 +105,13 @@ static void options(lua_State *L, int idx, kvbm_trace_options *o, Progress *pr) 
 }
 
 /* Pushes the trace, or nil and the error (re-raises a progress error). */
-static int load_result(lua_State *L, TraceBox *box, int boxidx, int rc, const kvbm_trace_error *e,
+static int load_result(lua_State *L, int boxidx, int rc, const kvbm_trace_error *e,
                        const char *name, const Progress *pr) {
   if (pr->raised) return lua_error(L);
   if (rc == 0) {
     lua_pushvalue(L, boxidx);
     return 1;
   }
-  (void)box;
   lkvbm_pusherror(L, rc);
   if (e->message[0]) {
     lua_pushstring(L, e->message);
@@ -134,8 +133,15 @@ static TraceBox *newbox(lua_State *L) {
   return box;
 }
 
+/* The path or the text: a string, not a number Lua would convert. */
+static const char *checkstring(lua_State *L, int idx, const char *what, size_t *len) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "kvbm.trace.%s: expected a string, got %s", what, luaL_typename(L, idx));
+  return lua_tolstring(L, idx, len);
+}
+
 static int trace_load(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = checkstring(L, 1, "load", NULL);
   kvbm_trace_options o;
   Progress pr = {0};
   options(L, 2, &o, &pr);
@@ -146,12 +152,12 @@ static int trace_load(lua_State *L) {
   kvbm_trace_error e;
   int rc = stdin_ ? kvbm_trace_load_file(stdin, &o, &box->t, &e)
                   : kvbm_trace_load_path(path, &o, &box->t, &e);
-  return load_result(L, box, boxidx, rc, &e, o.name, &pr);
+  return load_result(L, boxidx, rc, &e, o.name, &pr);
 }
 
 static int trace_parse(lua_State *L) {
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = checkstring(L, 1, "parse", &len);
   kvbm_trace_options o;
   Progress pr = {0};
   options(L, 2, &o, &pr);
@@ -160,7 +166,7 @@ static int trace_parse(lua_State *L) {
   int boxidx = lua_gettop(L);
   kvbm_trace_error e;
   int rc = kvbm_trace_load_buffer(s, len, &o, &box->t, &e);
-  return load_result(L, box, boxidx, rc, &e, o.name, &pr);
+  return load_result(L, boxidx, rc, &e, o.name, &pr);
 }
 
 /* ------------------------------------------------------------ access */
