@@ -32,6 +32,7 @@ void kvbm_events_retain(kvbm_events *ev) { ev->users++; }
 void kvbm_events_release(kvbm_events *ev) {
   if (!ev || --ev->users > 0) return;
   kvbm_allocator a = ev->alloc;
+  /* NOLINTNEXTLINE(bugprone-sizeof-expression): subs is an array of pointers */
   kvbm__free(&a, ev->subs, ev->subs_cap * sizeof *ev->subs);
   kvbm__free(&a, ev, sizeof *ev);
 }
@@ -88,6 +89,7 @@ void kvbm__events_removed(kvbm_events *ev, kvbm_hash h) { broadcast(ev, KVBM_EVE
 
 int kvbm_events_subscribe(kvbm_events *ev, size_t capacity, kvbm_subscription **out) {
   if (capacity == 0) capacity = 1024;
+  /* NOLINTNEXTLINE(bugprone-sizeof-expression): subs is an array of pointers */
   int rc = kvbm__grow(&ev->alloc, (void **)&ev->subs, &ev->subs_cap, ev->nsubs + 1, sizeof *ev->subs);
   if (rc) return rc;
   kvbm_subscription *s = kvbm__realloc(&ev->alloc, NULL, 0, sizeof *s);

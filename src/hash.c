@@ -151,7 +151,7 @@ kvbm_hash kvbm_hash_from_bytes(const unsigned char in[16]) {
  * becomes one '1', as the bs58 crate writes it. Returns the length. */
 static size_t bs58_u64(uint64_t v, char *out) {
   static const char alphabet[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-  char tmp[16];
+  char tmp[16] = {0}; /* cppcheck cannot see that only tmp[0..n) is read */
   size_t n = 0, len = 0;
   int zeros = 0;
   for (int i = 7; i >= 0 && ((v >> (8 * i)) & 0xff) == 0; i--) zeros++;

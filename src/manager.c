@@ -161,7 +161,7 @@ int kvbm_manager_config_check(const kvbm_manager_config *cfg, char *msg, size_t 
       snprintf(buf, sizeof buf,
                "cold_to_warm threshold must be >= 1 to distinguish from zero-access blocks");
   }
-  if (!buf[0] && cfg->backend == KVBM_BACKEND_MULTI_LRU && !cfg->registry->tracker)
+  if (!buf[0] && cfg->backend == KVBM_BACKEND_MULTI_LRU && cfg->registry && !cfg->registry->tracker)
     snprintf(buf, sizeof buf, "MultiLRU backend requires a registry with frequency tracking");
   if (!buf[0]) return 0;
   if (msg && size) snprintf(msg, size, "%s", buf);

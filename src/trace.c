@@ -50,7 +50,7 @@ const char *kvbm__trace_quote(const char *s, size_t n, char buf[40]) {
   buf[k++] = '\'';
   for (size_t i = 0; i < shown; i++) {
     unsigned char c = (unsigned char)s[i];
-    buf[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    buf[k++] = (char)(c >= 0x20 && c < 0x7f ? c : '?');
   }
   if (shown < n) buf[k++] = '.', buf[k++] = '.', buf[k++] = '.';
   buf[k++] = '\'';

@@ -64,8 +64,11 @@ function M.new(opts)
   if type(policy) ~= "table" and type(policy) ~= "string" then
     error("kvbm.tiers: policy must be a table of hooks or the name of a built-in rule", 2)
   end
-  local reg = opts.registry or kvbm.registry{ frequency = opts.frequency == nil and "medium" or opts.frequency,
-    events = opts.events }
+  local reg, rerr = opts.registry, nil
+  if not reg then
+    reg, rerr = kvbm.registry{ frequency = opts.frequency == nil and "medium" or opts.frequency, events = opts.events }
+    if not reg then return nil, rerr end -- out of memory: say so, not "registry is required"
+  end
   local t = setmetatable({ registry = reg, managers = {}, names = {}, block_size = opts.block_size or 16,
     policy = policy }, TiersMT)
   for _, name in ipairs(ORDER) do

@@ -502,7 +502,7 @@ static int runargs(lua_State *L, char **argv, int n)
     int i;
 
     for (i = 1; i < n; i++) {
-        int option = argv[i][1];
+        int option = (unsigned char)argv[i][1];
 
         if (option == 'e' || option == 'l') {
             const char *extra = argv[i] + 2;

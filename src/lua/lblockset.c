@@ -125,9 +125,9 @@ static int m_register_set(lua_State *L) {
   SetBox *in = luaL_checkudata(L, 2, LKVBM_SET_MT);
   luaL_argcheck(L, set_owner(L, 2) == mb, 2, "block set of another manager");
   luaL_argcheck(L, in->kind == SET_MUTABLE, 2, "expected a set of mutable blocks");
+  lua_Integer first = luaL_optinteger(L, 4, 0); /* before hashes_from pushes its copy */
   size_t nh;
   const kvbm_hash *hs = hashes_from(L, 3, &nh);
-  lua_Integer first = luaL_optinteger(L, 4, 0);
   luaL_argcheck(L, first >= 0 && (size_t)first + in->n <= nh, 4, "not enough hashes for the set");
   for (size_t i = 0; i < in->n; i++) {
     if (kvbm_block_state(mb->m, in->b[i]) != KVBM_STATE_MUTABLE)

@@ -98,7 +98,7 @@ static int hash_hex(lua_State *L) {
   const unsigned char *s = (const unsigned char *)lua_tolstring(L, 1, &len);
   luaL_argcheck(L, len == 16, 1, "expected a 16-byte sequence hash");
   char out[32];
-  for (int i = 0; i < 16; i++) out[2 * i] = digits[s[i] >> 4], out[2 * i + 1] = digits[s[i] & 15];
+  for (size_t i = 0; i < 16; i++) out[2 * i] = digits[s[i] >> 4], out[2 * i + 1] = digits[s[i] & 15];
   lua_pushlstring(L, out, sizeof out);
   return 1;
 }
@@ -118,7 +118,7 @@ static int hash_from_hex(lua_State *L) {
   int ok = 1;
   if (len == 34 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s += 2, len -= 2;
   ok = len == 32;
-  for (int i = 0; ok && i < 16; i++) {
+  for (size_t i = 0; ok && i < 16; i++) {
     int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
     ok = hi >= 0 && lo >= 0;
     if (ok) b[i] = (unsigned char)(hi << 4 | lo);
