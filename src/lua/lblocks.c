@@ -1,35 +1,50 @@
 /* lblocks.c - block guards: kvbm.MutableBlock, kvbm.CompleteBlock,
  * kvbm.ImmutableBlock, kvbm.WeakBlock. Each guard is one reference; release
  * is idempotent, and __close and __gc release too, with the crate's drop
- * semantics. A guard keeps its manager alive (user value 1). */
+ * semantics. A live guard keeps its manager alive (lkvbm_guard_on). */
 #include <string.h>
 
 #include "lkvbm.h"
 
-BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b) {
-  midx = lua_absindex(L, midx);
-  BlockBox *bb = lua_newuserdatauv(L, sizeof *bb, 1);
+BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
+  BlockBox *bb = lua_newuserdatauv(L, sizeof *bb, 0);
+  bb->mb = mb;
   bb->b = b;
-  bb->live = 1;
+  bb->live = 0;
   lkvbm_setmetatable(L, mt);
-  lua_pushvalue(L, midx);
-  lua_setiuservalue(L, -2, 1);
   return bb;
 }
 
-/* The manager box of the guard at idx (NULL when the manager is closed). */
-static ManagerBox *owner(lua_State *L, int idx) {
-  lua_getiuservalue(L, idx, 1);
-  ManagerBox *mb = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return mb && mb->m ? mb : NULL;
+/* The first live guard anchors the manager (found through its box address:
+ * it is alive, since the caller holds it or one of its sets); the last one
+ * to go lets it be collected again. */
+void lkvbm_guard_on(lua_State *L, BlockBox *bb) {
+  ManagerBox *mb = bb->mb;
+  bb->live = 1;
+  if (mb->guards++ > 0) return;
+  if (lkvbm_getbox(L, mb) != LUA_TUSERDATA) luaL_error(L, "kvbm: internal error: a guard of an unknown manager");
+  mb->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
 }
+
+/* One live guard fewer (its live flag already cleared); last in a function
+ * that still uses mb: the manager may be collected from here on. */
+static void drop_guard(lua_State *L, ManagerBox *mb) {
+  if (--mb->guards == 0) luaL_unref(L, LUA_REGISTRYINDEX, mb->anchor);
+}
+
+void lkvbm_guard_off(lua_State *L, BlockBox *bb) {
+  bb->live = 0;
+  drop_guard(L, bb->mb);
+}
+
+/* The manager box of the live guard bb (NULL when the manager is closed). */
+static ManagerBox *owner(BlockBox *bb) { return bb->mb->m ? bb->mb : NULL; }
 
 /* A live guard of type mt whose manager is open and not busy. */
 static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **mbp) {
   BlockBox *bb = lkvbm_checkudata(L, idx, mt);
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed %s", mt);
-  ManagerBox *mb = owner(L, idx);
+  ManagerBox *mb = owner(bb);
   if (!mb) luaL_error(L, "attempt to use a block of a closed " LKVBM_MANAGER_MT);
   lkvbm_enter(L, mb->reg);
   *mbp = mb;
@@ -42,15 +57,14 @@ static const char weak_mt[] = LKVBM_WEAK_MT;
 /* A weak block holds its registration in the registry, not in the manager:
  * once the manager is closed, releasing it must still let go of the hash. */
 static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
-  lua_getiuservalue(L, 1, 1);
-  RegistryBox *rb = ((ManagerBox *)lua_touserdata(L, -1))->reg;
-  lua_pop(L, 1);
+  RegistryBox *rb = bb->mb->reg;
   if (rb->r && lkvbm_defer_if_busy(L, rb, 1, from_gc)) return 0;
   bb->live = 0;
   if (rb->r) { /* NULL: the registry was finalized in this same cycle */
     (void)kvbm_registry_unacquire(rb->r, bb->w.hash); /* held: bb was live */
     lkvbm_flush_removed(L, rb);
   }
+  drop_guard(L, bb->mb);
   return 0;
 }
 
@@ -59,11 +73,11 @@ static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
 static int release(lua_State *L, const char *mt, int from_gc) {
   BlockBox *bb = from_gc ? lua_touserdata(L, 1) : lkvbm_checkudata(L, 1, mt);
   if (!bb->live) return 0; /* released or consumed already: most finalizers end here */
-  ManagerBox *mb = owner(L, 1);
+  ManagerBox *mb = owner(bb);
   int weak = mt == weak_mt;
-  if (bb->live && !mb && weak) return release_closed_weak(L, bb, from_gc);
-  if (!bb->live || !mb) {
-    bb->live = 0;
+  if (!mb && weak) return release_closed_weak(L, bb, from_gc);
+  if (!mb) {
+    lkvbm_guard_off(L, bb);
     return 0;
   }
   if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
@@ -75,6 +89,7 @@ static int release(lua_State *L, const char *mt, int from_gc) {
   else
     (void)kvbm_release(mb->m, bb->b);
   lkvbm_core_end(L, mb, &cc);
+  drop_guard(L, mb);
   return 0;
 }
 
@@ -107,9 +122,7 @@ static int mutable_block_size(lua_State *L) {
 /* Mutable -> Complete. On a size mismatch: nil, err with err.block = the
  * (still live) mutable block, as the crate returns it inside the error. */
 static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, size_t block_size) {
-  lua_getiuservalue(L, 1, 1);
-  BlockBox *cb = lkvbm_pushblock(L, -1, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
-  cb->live = 0;
+  BlockBox *cb = lkvbm_pushblock(L, mb, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
   kvbm_block out;
   int rc = kvbm_stage(mb->m, bb->b, h, block_size, &out);
   if (rc < 0) {
@@ -127,9 +140,9 @@ static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, s
     lua_setfield(L, -2, "block");
     return 2;
   }
-  bb->live = 0;
   cb->b = out;
-  cb->live = 1;
+  lkvbm_guard_on(L, cb);
+  lkvbm_guard_off(L, bb);
   return 1;
 }
 
@@ -179,13 +192,11 @@ static int complete_hash(lua_State *L) {
 static int complete_reset(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_COMPLETE_MT, &mb);
-  lua_getiuservalue(L, 1, 1);
-  BlockBox *out = lkvbm_pushblock(L, -1, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
-  out->live = 0;
+  BlockBox *out = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
   int rc = kvbm_complete_reset(mb->m, bb->b, &out->b);
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  bb->live = 0;
-  out->live = 1;
+  lkvbm_guard_on(L, out);
+  lkvbm_guard_off(L, bb);
   return 1;
 }
 
@@ -208,9 +219,8 @@ static int immutable_use_count(lua_State *L) {
 static int immutable_clone(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  lua_getiuservalue(L, 1, 1);
-  BlockBox *copy = lkvbm_pushblock(L, -1, LKVBM_IMMUTABLE_MT, bb->b);
-  copy->live = kvbm_block_retain(mb->m, bb->b) == 0;
+  BlockBox *copy = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, bb->b);
+  if (kvbm_block_retain(mb->m, bb->b) == 0) lkvbm_guard_on(L, copy);
   return 1;
 }
 
@@ -226,19 +236,17 @@ static int immutable_set_evict(lua_State *L) {
 static int immutable_manager(lua_State *L) {
   ManagerBox *mb;
   checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, mb->anchor); /* live guards: anchored */
   return 1;
 }
 
 static int immutable_downgrade(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  lua_getiuservalue(L, 1, 1);
-  BlockBox *wb = lkvbm_pushblock(L, -1, LKVBM_WEAK_MT, bb->b);
-  wb->live = 0;
+  BlockBox *wb = lkvbm_pushblock(L, mb, LKVBM_WEAK_MT, bb->b);
   int rc = kvbm_downgrade(mb->m, bb->b, &wb->w);
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  wb->live = 1;
+  lkvbm_guard_on(L, wb);
   return 1;
 }
 
@@ -252,15 +260,13 @@ static int weak_hash(lua_State *L) {
 static int weak_upgrade(lua_State *L) {
   ManagerBox *mb;
   BlockBox *wb = checkguard(L, 1, LKVBM_WEAK_MT, &mb);
-  lua_getiuservalue(L, 1, 1);
-  BlockBox *ib = lkvbm_pushblock(L, -1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
-  ib->live = 0;
+  BlockBox *ib = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_weak_upgrade(mb->m, &wb->w, &ib->b);
   lkvbm_core_end(L, mb, &cc);
   if (rc <= 0) return luaL_pushfail(L), 1;
-  ib->live = 1;
+  lkvbm_guard_on(L, ib);
   return 1;
 }
 
@@ -268,8 +274,8 @@ static int guard_tostring(lua_State *L) {
   BlockBox *bb = lua_touserdata(L, 1);
   luaL_getmetafield(L, 1, "__name");
   const char *name = lua_tostring(L, -1);
-  ManagerBox *mb = owner(L, 1);
-  if (!bb->live || !mb) {
+  ManagerBox *mb = bb->live ? owner(bb) : NULL;
+  if (!mb) {
     lua_pushfstring(L, "%s (released)", name);
     return 1;
   }

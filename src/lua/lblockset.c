@@ -197,9 +197,8 @@ static int set_block(lua_State *L) {
   SetBox *sb = checkset(L, 1, &mb);
   luaL_argcheck(L, sb->kind == SET_IMMUTABLE, 1, "expected a set of immutable blocks");
   kvbm_block b = sb->b[checkindex(L, sb, 2)];
-  lua_getiuservalue(L, 1, 1);
-  BlockBox *bb = lkvbm_pushblock(L, -1, LKVBM_IMMUTABLE_MT, b);
-  bb->live = kvbm_block_retain(mb->m, b) == 0;
+  BlockBox *bb = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, b);
+  if (kvbm_block_retain(mb->m, b) == 0) lkvbm_guard_on(L, bb);
   return 1;
 }
 

@@ -35,6 +35,7 @@ KVBM_API void kvbm_lua_push_manager(lua_State *L, kvbm_manager *m) {
   memset(mb, 0, sizeof *mb);
   mb->reg = rb;
   mb->policy_ref = LUA_NOREF; /* a C backend or C policy */
+  mb->anchor = LUA_NOREF;
   lua_pushthread(L);
   mb->L = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -43,4 +44,5 @@ KVBM_API void kvbm_lua_push_manager(lua_State *L, kvbm_manager *m) {
   lua_setiuservalue(L, -2, 1); /* the manager keeps its registry alive */
   mb->m = m;
   lkvbm_setbox(L, m, -1);
+  lkvbm_setbox(L, mb, -1); /* its first live guard finds it (lkvbm_guard_on) */
 }

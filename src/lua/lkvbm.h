@@ -43,11 +43,16 @@ typedef struct {
   RegistryBox *reg;
   lua_State *L;    /* main thread, for policy callbacks */
   int policy_ref;  /* LUA_NOREF: a C backend */
+  size_t guards;   /* its live block guards */
+  int anchor;      /* while guards > 0: a registry reference keeping this box alive */
   char policy_error[1024]; /* the last failure of its Lua policy, with a traceback */
 } ManagerBox;
 
-/* A block guard; user value 1 is its manager box. */
+/* A block guard. It keeps its manager alive while it is live (see
+ * lkvbm_guard_on); mb may dangle once the guard is released or consumed, so
+ * it is only read while live is 1. */
 typedef struct {
+  ManagerBox *mb;
   kvbm_block b;
   kvbm_weak w;  /* weak guards */
   int live;     /* 0: released or consumed */
@@ -86,8 +91,14 @@ int lkvbm_defer_if_busy(lua_State *L, RegistryBox *rb, int idx, int from_gc);
 /* The registry's on_remove hook: records h for lkvbm_flush_removed. */
 void lkvbm_registry_removed(void *ud, kvbm_hash h);
 
-/* Pushes a new guard of type mt for block b of the manager at index midx. */
-BlockBox *lkvbm_pushblock(lua_State *L, int midx, const char *mt, kvbm_block b);
+/* Pushes a new guard of type mt for block b of mb, not live yet: its
+ * finalizer does nothing until lkvbm_guard_on. */
+BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b);
+/* A guard goes live (it holds its block) or stops being live (released or
+ * consumed). A manager with live guards is anchored by one registry
+ * reference (not one user value per guard, which costs per block). */
+void lkvbm_guard_on(lua_State *L, BlockBox *bb);
+void lkvbm_guard_off(lua_State *L, BlockBox *bb);
 void lkvbm_pushmetrics(lua_State *L, const kvbm_manager *m);
 /* Makes the kvbm_policy for a Lua policy table at idx (stored as a ref). */
 void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p);

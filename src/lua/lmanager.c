@@ -113,8 +113,10 @@ static int manager_new(lua_State *L) {
   memset(mb, 0, sizeof *mb);
   mb->reg = rb;
   mb->policy_ref = LUA_NOREF;
+  mb->anchor = LUA_NOREF;
   luaL_setmetatable(L, LKVBM_MANAGER_MT);
   int midx = lua_gettop(L);
+  lkvbm_setbox(L, mb, midx); /* its first live guard finds it (lkvbm_guard_on) */
   lua_pushvalue(L, ridx);
   lua_setiuservalue(L, midx, 1); /* the manager keeps its registry alive */
   kvbm_policy policy;
@@ -179,7 +181,7 @@ static int allocate(lua_State *L, int with_evictions) {
   lua_createtable(L, (int)n, 0); /* the guards exist before the core changes anything */
   int t = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    lkvbm_pushblock(L, 1, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
+    lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, i);
   }
   CoreCall cc;
@@ -198,7 +200,7 @@ static int allocate(lua_State *L, int with_evictions) {
     lua_rawgeti(L, t, i);
     BlockBox *bb = lua_touserdata(L, -1);
     bb->b = buf[i - 1];
-    bb->live = 1;
+    lkvbm_guard_on(L, bb);
     lua_pop(L, 1);
   }
   if (!with_evictions) return 1;
@@ -215,15 +217,12 @@ static int manager_allocate_with_evictions(lua_State *L) { return allocate(L, 1)
 
 /* -------------------------------------------------------- registration */
 
-static kvbm_block checkcomplete(lua_State *L, int idx, ManagerBox *mb) {
+static BlockBox *checkcomplete(lua_State *L, int idx, ManagerBox *mb) {
   BlockBox *bb = lkvbm_testudata(L, idx, LKVBM_COMPLETE_MT);
   if (!bb) luaL_typeerror(L, idx, LKVBM_COMPLETE_MT);
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed " LKVBM_COMPLETE_MT);
-  lua_getiuservalue(L, idx, 1);
-  int same = lua_touserdata(L, -1) == (void *)mb;
-  lua_pop(L, 1);
-  if (!same) luaL_argerror(L, idx, "block of another manager");
-  return bb->b;
+  if (bb->mb != mb) luaL_argerror(L, idx, "block of another manager");
+  return bb;
 }
 
 /* Registers the CompleteBlocks listed at idx (a table) or the one at idx. */
@@ -234,14 +233,17 @@ static int do_register(lua_State *L, int all) {
     luaL_checktype(L, 2, LUA_TTABLE);
     n = lua_rawlen(L, 2);
   }
+  /* the consumed guards and their successors, not looked up again after the call */
+  struct slot { BlockBox *from, *to; } *slot = lua_newuserdatauv(L, (n ? n : 1) * sizeof *slot, 0);
   kvbm_block *in = scratch_blocks(L, n), *out = scratch_blocks(L, n);
   lua_createtable(L, (int)n, 0);
   int t = lua_gettop(L);
   for (size_t i = 0; i < n; i++) {
     if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
-    in[i] = checkcomplete(L, all ? -1 : 2, mb);
+    slot[i].from = checkcomplete(L, all ? -1 : 2, mb);
+    in[i] = slot[i].from->b;
     if (all) lua_pop(L, 1);
-    lkvbm_pushblock(L, 1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
+    slot[i].to = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, (lua_Integer)i + 1);
   }
   CoreCall cc;
@@ -250,15 +252,11 @@ static int do_register(lua_State *L, int all) {
   lkvbm_core_end(L, mb, &cc);
   if (rc == KVBM_EINVAL) luaL_error(L, "the same CompleteBlock is listed twice");
   if (rc < 0) return lkvbm_pusherror(L, rc);
+  /* the boxes are alive: the table at 2 (or the argument) and t hold them */
   for (size_t i = 0; i < n; i++) {
-    if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
-    ((BlockBox *)lua_touserdata(L, all ? -1 : 2))->live = 0; /* consumed */
-    if (all) lua_pop(L, 1);
-    lua_rawgeti(L, t, (lua_Integer)i + 1);
-    BlockBox *ib = lua_touserdata(L, -1);
-    ib->b = out[i];
-    ib->live = 1;
-    lua_pop(L, 1);
+    slot[i].to->b = out[i];
+    lkvbm_guard_on(L, slot[i].to);
+    lkvbm_guard_off(L, slot[i].from); /* consumed */
   }
   if (!all) lua_rawgeti(L, t, 1);
   return 1;
@@ -299,7 +297,7 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   int guards = lua_gettop(L) + 1;
   lua_createtable(L, (int)nguards, 0);
   for (size_t i = 0; i < nguards; i++) {
-    lkvbm_pushblock(L, 1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK)->live = 0;
+    lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, guards, (lua_Integer)i + 1);
   }
   lua_createtable(L, shape == AS_MAP ? 0 : (int)n, shape == AS_MAP ? (int)n : 1);
@@ -315,7 +313,7 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
     lua_rawgeti(L, guards, (lua_Integer)i + 1);
     BlockBox *bb = lua_touserdata(L, -1);
     bb->b = out[i];
-    bb->live = 1;
+    lkvbm_guard_on(L, bb);
     if (shape == AS_MAP) {
       lkvbm_pushhash(L, hs[i]);
       lua_insert(L, -2);
