@@ -2,12 +2,15 @@
  * kvbm.ImmutableBlock, kvbm.WeakBlock. Each guard is one reference; release
  * is idempotent, and __close and __gc release too, with the crate's drop
  * semantics. A live guard keeps its manager alive (lkvbm_guard_on). */
+#include <stddef.h>
 #include <string.h>
 
 #include "lkvbm.h"
 
 BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
-  BlockBox *bb = lua_newuserdatauv(L, sizeof *bb, 0);
+  /* "kvbm.WeakBlock": the only guard with a weak reference (the others are
+   * the most numerous objects of a per-block host: keep them small) */
+  BlockBox *bb = lua_newuserdatauv(L, mt[5] == 'W' ? sizeof *bb : offsetof(BlockBox, w), 0);
   bb->mb = mb;
   bb->b = b;
   bb->live = 0;

@@ -54,8 +54,8 @@ typedef struct {
 typedef struct {
   ManagerBox *mb;
   kvbm_block b;
-  kvbm_weak w;  /* weak guards */
   int live;     /* 0: released or consumed */
+  kvbm_weak w;  /* weak guards only: the others are allocated without it */
 } BlockBox;
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx);

@@ -292,40 +292,49 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   }
   kvbm_block *out = scratch_blocks(L, n);
   /* guards first (they may raise), then the core call that cannot; a prefix
-   * match needs only as many as the prefix it will find */
+   * match needs only as many as the prefix it will find. A list result
+   * holds them from the start (the misses are taken out after the call); a
+   * map keys them by hash after the call, so they wait in a table of their own. */
   size_t nguards = shape == AS_PREFIX ? kvbm_match_count(mb->m, hs, n) : n;
   int guards = lua_gettop(L) + 1;
-  lua_createtable(L, (int)nguards, 0);
+  lua_createtable(L, (int)nguards, shape == AS_ALIGNED);
+  BlockBox **box = lua_newuserdatauv(L, (nguards ? nguards : 1) * sizeof *box, 0);
   for (size_t i = 0; i < nguards; i++) {
-    lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    box[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, guards, (lua_Integer)i + 1);
   }
-  lua_createtable(L, shape == AS_MAP ? 0 : (int)n, shape == AS_MAP ? (int)n : 1);
-  int res = lua_gettop(L);
+  int res = guards;
+  if (shape == AS_MAP) {
+    lua_createtable(L, 0, (int)n);
+    res = lua_gettop(L);
+  }
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   size_t k = fn(mb->m, hs, n, touch, out);
   lkvbm_core_end(L, mb, &cc);
   for (; shape == AS_PREFIX && k > nguards; k--) (void)kvbm_release(mb->m, out[k - 1]); /* cannot happen: finalizers only release */
   size_t limit = shape == AS_PREFIX ? k : n;
-  for (size_t i = 0; i < limit; i++) {
-    if (out[i] == KVBM_NO_BLOCK) continue;
-    lua_rawgeti(L, guards, (lua_Integer)i + 1);
-    BlockBox *bb = lua_touserdata(L, -1);
-    bb->b = out[i];
-    lkvbm_guard_on(L, bb);
+  for (size_t i = 0; i < nguards; i++) {
+    if (i >= limit || out[i] == KVBM_NO_BLOCK) {
+      if (shape != AS_MAP) { /* a miss, or past the prefix: a hole */
+        lua_pushnil(L);
+        lua_rawseti(L, res, (lua_Integer)i + 1);
+      }
+      continue;
+    }
+    box[i]->b = out[i];
+    lkvbm_guard_on(L, box[i]);
     if (shape == AS_MAP) {
       lkvbm_pushhash(L, hs[i]);
-      lua_insert(L, -2);
+      lua_rawgeti(L, guards, (lua_Integer)i + 1);
       lua_rawset(L, res);
-    } else {
-      lua_rawseti(L, res, (lua_Integer)i + 1);
     }
   }
   if (shape == AS_ALIGNED) {
     lua_pushinteger(L, (lua_Integer)n);
     lua_setfield(L, res, "n");
   }
+  lua_settop(L, res);
   return 1;
 }
 
