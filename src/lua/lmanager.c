@@ -159,9 +159,26 @@ static int manager_gc(lua_State *L) { return close_manager(L, 1); }
 
 /* --------------------------------------------------------- allocation */
 
-/* A scratch array of n block handles (on the Lua stack). */
-static kvbm_block *scratch_blocks(lua_State *L, size_t n) {
-  return lua_newuserdatauv(L, (n ? n : 1) * sizeof(kvbm_block), 0);
+/* A call's scratch arrays of n items, in one userdata on the Lua stack (an
+ * error frees it): handles in and out of the core call, the guard boxes it
+ * fills (not looked up again in their tables afterwards), and hashes. */
+typedef struct {
+  kvbm_block *in, *out;
+  BlockBox **from, **to;
+  kvbm_hash *hs;
+} Scratch;
+
+static Scratch scratch(lua_State *L, size_t n, int with_hashes) {
+  size_t m = n ? n : 1;
+  size_t each = 2 * sizeof(kvbm_block) + 2 * sizeof(BlockBox *) + (with_hashes ? sizeof(kvbm_hash) : 0);
+  Scratch s;
+  s.hs = lua_newuserdatauv(L, m * each, 0); /* the hashes first: the widest alignment */
+  s.in = (kvbm_block *)(void *)(s.hs + (with_hashes ? m : 0));
+  s.out = s.in + m;
+  s.from = (BlockBox **)(void *)(s.out + m);
+  s.to = s.from + m;
+  if (!with_hashes) s.hs = NULL;
+  return s;
 }
 
 static int allocate(lua_State *L, int with_evictions) {
@@ -176,12 +193,13 @@ static int allocate(lua_State *L, int with_evictions) {
     lua_setfield(L, -2, "available");
     return 2;
   }
-  kvbm_block *buf = scratch_blocks(L, (size_t)n);
+  Scratch sc = scratch(L, (size_t)n, 0);
+  kvbm_block *buf = sc.out;
   kvbm_hash *evicted = with_evictions ? lua_newuserdatauv(L, (n ? (size_t)n : 1) * sizeof *evicted, 0) : NULL;
   lua_createtable(L, (int)n, 0); /* the guards exist before the core changes anything */
   int t = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
+    sc.to[i - 1] = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, i);
   }
   CoreCall cc;
@@ -196,12 +214,9 @@ static int allocate(lua_State *L, int with_evictions) {
     lua_setfield(L, -2, "available");
     return 2;
   }
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, t, i);
-    BlockBox *bb = lua_touserdata(L, -1);
-    bb->b = buf[i - 1];
-    lkvbm_guard_on(L, bb);
-    lua_pop(L, 1);
+  for (lua_Integer i = 0; i < n; i++) { /* t holds them */
+    sc.to[i]->b = buf[i];
+    lkvbm_guard_on(L, sc.to[i]);
   }
   if (!with_evictions) return 1;
   lua_createtable(L, rc, 0);
@@ -233,30 +248,28 @@ static int do_register(lua_State *L, int all) {
     luaL_checktype(L, 2, LUA_TTABLE);
     n = lua_rawlen(L, 2);
   }
-  /* the consumed guards and their successors, not looked up again after the call */
-  struct slot { BlockBox *from, *to; } *slot = lua_newuserdatauv(L, (n ? n : 1) * sizeof *slot, 0);
-  kvbm_block *in = scratch_blocks(L, n), *out = scratch_blocks(L, n);
+  Scratch sc = scratch(L, n, 0);
   lua_createtable(L, (int)n, 0);
   int t = lua_gettop(L);
   for (size_t i = 0; i < n; i++) {
     if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
-    slot[i].from = checkcomplete(L, all ? -1 : 2, mb);
-    in[i] = slot[i].from->b;
+    sc.from[i] = checkcomplete(L, all ? -1 : 2, mb);
+    sc.in[i] = sc.from[i]->b;
     if (all) lua_pop(L, 1);
-    slot[i].to = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    sc.to[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, (lua_Integer)i + 1);
   }
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
-  int rc = kvbm_register_all(mb->m, in, n, out);
+  int rc = kvbm_register_all(mb->m, sc.in, n, sc.out);
   lkvbm_core_end(L, mb, &cc);
   if (rc == KVBM_EINVAL) luaL_error(L, "the same CompleteBlock is listed twice");
   if (rc < 0) return lkvbm_pusherror(L, rc);
   /* the boxes are alive: the table at 2 (or the argument) and t hold them */
   for (size_t i = 0; i < n; i++) {
-    slot[i].to->b = out[i];
-    lkvbm_guard_on(L, slot[i].to);
-    lkvbm_guard_off(L, slot[i].from); /* consumed */
+    sc.to[i]->b = sc.out[i];
+    lkvbm_guard_on(L, sc.to[i]);
+    lkvbm_guard_off(L, sc.from[i]); /* consumed */
   }
   if (!all) lua_rawgeti(L, t, 1);
   return 1;
@@ -284,13 +297,15 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   ManagerBox *mb = enter(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   size_t n = lua_rawlen(L, 2);
-  kvbm_hash *hs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *hs, 0);
+  Scratch sc = scratch(L, n, 1);
+  kvbm_hash *hs = sc.hs;
+  kvbm_block *out = sc.out;
+  BlockBox **box = sc.to;
   for (size_t i = 0; i < n; i++) {
     lua_rawgeti(L, 2, (lua_Integer)i + 1);
     hs[i] = lkvbm_checkhash(L, -1);
     lua_pop(L, 1);
   }
-  kvbm_block *out = scratch_blocks(L, n);
   /* guards first (they may raise), then the core call that cannot; a prefix
    * match needs only as many as the prefix it will find. A list result
    * holds them from the start (the misses are taken out after the call); a
@@ -298,7 +313,6 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   size_t nguards = shape == AS_PREFIX ? kvbm_match_count(mb->m, hs, n) : n;
   int guards = lua_gettop(L) + 1;
   lua_createtable(L, (int)nguards, shape == AS_ALIGNED);
-  BlockBox **box = lua_newuserdatauv(L, (nguards ? nguards : 1) * sizeof *box, 0);
   for (size_t i = 0; i < nguards; i++) {
     box[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, guards, (lua_Integer)i + 1);
