@@ -296,6 +296,36 @@ describe("guard __gc", function()
     assert.are.equal(4, m:available())
     assert.are.equal(iota(8), assert(wb:upgrade()):hash())
   end)
+
+  it("lets the manager go once its last live guard ends, consumed guards still held and still raising", function()
+    local probe = setmetatable({}, { __mode = "v" })
+    local mb, cb, ib, wb
+    ;(function()
+      local m = mgr(4)
+      probe[1] = m
+      mb = mutable(m)
+      cb = mb:stage(iota(9)) -- mb consumed
+      ib = m:register(cb) -- cb consumed
+      wb = ib:downgrade()
+    end)()
+    full_gc()
+    assert.is_not_nil(probe[1], "kept by its live guards")
+    ib:release()
+    full_gc()
+    assert.is_not_nil(probe[1], "kept by its live WeakBlock")
+    wb:release()
+    full_gc()
+    full_gc()
+    assert.is_nil(probe[1], "only released and consumed guards hold it")
+    assert.error_matches(function() mb:stage(iota(10)) end, "released or consumed kvbm.MutableBlock")
+    assert.error_matches(function() cb:hash() end, "released or consumed kvbm.CompleteBlock")
+    assert.error_matches(function() ib:hash() end, "released or consumed kvbm.ImmutableBlock")
+    assert.error_matches(function() wb:hash() end, "released kvbm.WeakBlock")
+    for _, g in ipairs { mb, cb, ib, wb } do
+      g:release() -- idempotent
+      assert.matches("(released)", tostring(g), 1, true)
+    end
+  end)
 end)
 
 -- ----------------------------------------------------------- consumed
