@@ -21,12 +21,17 @@ BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_blo
 /* The first live guard anchors the manager (found through its box address:
  * it is alive, since the caller holds it or one of its sets); the last one
  * to go lets it be collected again. */
+void lkvbm_manager_pin(lua_State *L, ManagerBox *mb) {
+  if (mb->guards == 0) {
+    if (lkvbm_getbox(L, mb) != LUA_TUSERDATA) luaL_error(L, "kvbm: internal error: a guard of an unknown manager");
+    mb->anchor = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: counted only once it is made */
+  }
+  mb->guards++;
+}
+
 void lkvbm_guard_on(lua_State *L, BlockBox *bb) {
-  ManagerBox *mb = bb->mb;
+  lkvbm_manager_pin(L, bb->mb); /* pinned or with a live guard: allocates nothing */
   bb->live = 1;
-  if (mb->guards++ > 0) return;
-  if (lkvbm_getbox(L, mb) != LUA_TUSERDATA) luaL_error(L, "kvbm: internal error: a guard of an unknown manager");
-  mb->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* One live guard fewer (its live flag already cleared); last in a function
@@ -39,6 +44,8 @@ void lkvbm_guard_off(lua_State *L, BlockBox *bb) {
   bb->live = 0;
   drop_guard(L, bb->mb);
 }
+
+void lkvbm_manager_unpin(lua_State *L, ManagerBox *mb) { drop_guard(L, mb); }
 
 /* The manager box of the live guard bb (NULL when the manager is closed). */
 static ManagerBox *owner(BlockBox *bb) { return bb->mb->m ? bb->mb : NULL; }

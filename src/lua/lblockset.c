@@ -198,7 +198,9 @@ static int set_block(lua_State *L) {
   luaL_argcheck(L, sb->kind == SET_IMMUTABLE, 1, "expected a set of immutable blocks");
   kvbm_block b = sb->b[checkindex(L, sb, 2)];
   BlockBox *bb = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, b);
+  lkvbm_manager_pin(L, mb);
   if (kvbm_block_retain(mb->m, b) == 0) lkvbm_guard_on(L, bb);
+  lkvbm_manager_unpin(L, mb);
   return 1;
 }
 

@@ -99,6 +99,12 @@ BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_blo
  * reference (not one user value per guard, which costs per block). */
 void lkvbm_guard_on(lua_State *L, BlockBox *bb);
 void lkvbm_guard_off(lua_State *L, BlockBox *bb);
+/* guard_on must not fail after a core call has handed out blocks, so it
+ * allocates nothing while the manager is pinned (or has a live guard): a
+ * call that makes guards live pins the manager before its core call (pin may
+ * raise; nothing has changed then) and unpins it afterwards (never raises). */
+void lkvbm_manager_pin(lua_State *L, ManagerBox *mb);
+void lkvbm_manager_unpin(lua_State *L, ManagerBox *mb);
 void lkvbm_pushmetrics(lua_State *L, const kvbm_manager *m);
 /* Makes the kvbm_policy for a Lua policy table at idx (stored as a ref). */
 void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p);

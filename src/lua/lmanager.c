@@ -202,10 +202,17 @@ static int allocate(lua_State *L, int with_evictions) {
     sc.to[i - 1] = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, i);
   }
+  lkvbm_manager_pin(L, mb);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_allocate(mb->m, (size_t)n, buf, evicted);
   lkvbm_core_end(L, mb, &cc);
+  if (rc >= 0)
+    for (lua_Integer i = 0; i < n; i++) { /* t holds them */
+      sc.to[i]->b = buf[i];
+      lkvbm_guard_on(L, sc.to[i]);
+    }
+  lkvbm_manager_unpin(L, mb);
   if (rc < 0) {
     lkvbm_pusherror(L, rc);
     lua_pushinteger(L, n);
@@ -213,10 +220,6 @@ static int allocate(lua_State *L, int with_evictions) {
     lua_pushinteger(L, (lua_Integer)kvbm_manager_available(mb->m));
     lua_setfield(L, -2, "available");
     return 2;
-  }
-  for (lua_Integer i = 0; i < n; i++) { /* t holds them */
-    sc.to[i]->b = buf[i];
-    lkvbm_guard_on(L, sc.to[i]);
   }
   if (!with_evictions) return 1;
   lua_createtable(L, rc, 0);
@@ -322,6 +325,7 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
     lua_createtable(L, 0, (int)n);
     res = lua_gettop(L);
   }
+  lkvbm_manager_pin(L, mb);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   size_t k = fn(mb->m, hs, n, touch, out);
@@ -338,11 +342,14 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
     }
     box[i]->b = out[i];
     lkvbm_guard_on(L, box[i]);
-    if (shape == AS_MAP) {
-      lkvbm_pushhash(L, hs[i]);
-      lua_rawgeti(L, guards, (lua_Integer)i + 1);
-      lua_rawset(L, res);
-    }
+  }
+  lkvbm_manager_unpin(L, mb);
+  /* from here an out-of-memory error is safe: the collector releases the guards */
+  for (size_t i = 0; shape == AS_MAP && i < limit; i++) {
+    if (out[i] == KVBM_NO_BLOCK) continue;
+    lkvbm_pushhash(L, hs[i]);
+    lua_rawgeti(L, guards, (lua_Integer)i + 1);
+    lua_rawset(L, res);
   }
   if (shape == AS_ALIGNED) {
     lua_pushinteger(L, (lua_Integer)n);
