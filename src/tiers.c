@@ -552,7 +552,7 @@ int kvbm_tiers_admit(kvbm_tiers *t, const kvbm_hash *hashes, size_t n, kvbm_tier
   for (unsigned k = 1; k < KVBM_MAX_TIERS; k++) {
     if (!taken[k]) continue;
     t->plans[slot[k]].req = r;
-    if ((rc = enqueue(t, slot[k])) != 0) {
+    if (enqueue(t, slot[k]) != 0) { /* no room to track it: recompute instead of onboarding */
       abandon(t, slot[k]);
       continue;
     }
