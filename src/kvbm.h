@@ -330,7 +330,9 @@ KVBM_API KVBM_NODISCARD int kvbm_register_all(kvbm_manager *m, const kvbm_block 
 
 /* Drops one reference of any block handle: a mutable or staged block goes to
  * the reset pool; the last reference of an immutable block sends it to the
- * inactive cache (or to the reset pool, with reset-on-release). */
+ * inactive cache (or to the reset pool, with reset-on-release). A primary
+ * whose only references left are its duplicates' keepalives is released
+ * already: KVBM_ESTALE, and it stays alive as long as they do. */
 KVBM_API int kvbm_release(kvbm_manager *m, kvbm_block b);
 /* Releases n handles in order (stale ones are skipped) and reports which
  * releases sent a block to the inactive cache: their indices go to

@@ -30,6 +30,7 @@ struct kvbm_manager {
   uint32_t *refs;   /* references to the current immutable block */
   uint32_t *entry;  /* registry entry (primary, duplicate, inactive) */
   uint32_t *dup_of; /* a duplicate keeps this primary alive */
+  uint32_t *kept;   /* of a primary's refs, how many are its duplicates' keepalives */
   kvbm_hash *staged;
   /* reset pool: a FIFO ring of block ids */
   uint32_t *ring, ring_head, ring_len;
@@ -105,10 +106,14 @@ static kvbm_block acquire(kvbm_manager *m, uint32_t e) {
  * resets (and lets go of its primary), a primary goes to the inactive cache
  * or, with reset-on-release, to the reset pool. */
 static int drop_ref(kvbm_manager *m, uint32_t s) {
+  uint32_t from_dup = 0;
   int went_inactive = 0;
-  while (s != NONE && --m->refs[s] == 0) {
+  while (s != NONE) {
+    m->kept[s] -= from_dup;
+    if (--m->refs[s]) break;
     uint32_t next = NONE;
-    if (m->state[s] == KVBM_STATE_DUPLICATE) {
+    from_dup = m->state[s] == KVBM_STATE_DUPLICATE;
+    if (from_dup) {
       next = m->dup_of[s];
       forget_hash(m, s);
       push_reset(m, s);
@@ -123,6 +128,14 @@ static int drop_ref(kvbm_manager *m, uint32_t s) {
     s = next;
   }
   return went_inactive;
+}
+
+/* Whether the caller may drop a reference of immutable slot s: a primary's
+ * duplicates hold references of their own (keepalives), and a handle
+ * released once too often must not take one of those, or the primary would
+ * end while its duplicates live. */
+static int caller_holds(const kvbm_manager *m, uint32_t s) {
+  return m->refs[s] > m->kept[s];
 }
 
 /* Inactive -> Mutable (an eviction): the slot forgets its hash. */
@@ -173,7 +186,7 @@ static uint32_t frequency_of(void *ud, kvbm_hash h) {
 }
 
 static size_t slot_bytes(void) {
-  return 2 * sizeof(uint8_t) + 5 * sizeof(uint32_t) + sizeof(kvbm_hash) + 2 * sizeof(uint32_t);
+  return 2 * sizeof(uint8_t) + 6 * sizeof(uint32_t) + sizeof(kvbm_hash) + 2 * sizeof(uint32_t);
 }
 
 /* Frees what kvbm_manager_new allocated, touching none of the per-slot
@@ -189,6 +202,7 @@ static void destroy(kvbm_manager *m) {
   kvbm__free(&a, m->refs, n * sizeof *m->refs);
   kvbm__free(&a, m->entry, n * sizeof *m->entry);
   kvbm__free(&a, m->dup_of, n * sizeof *m->dup_of);
+  kvbm__free(&a, m->kept, n * sizeof *m->kept);
   kvbm__free(&a, m->staged, n * sizeof *m->staged);
   kvbm__free(&a, m->ring, n * sizeof *m->ring);
   kvbm__free(&a, m->scratch, n * sizeof *m->scratch);
@@ -252,11 +266,12 @@ int kvbm_manager_new(const kvbm_manager_config *cfg, kvbm_manager **out) {
   m->refs = kvbm__realloc(&a, NULL, 0, n * sizeof *m->refs);
   m->entry = kvbm__realloc(&a, NULL, 0, n * sizeof *m->entry);
   m->dup_of = kvbm__realloc(&a, NULL, 0, n * sizeof *m->dup_of);
+  m->kept = kvbm__realloc(&a, NULL, 0, n * sizeof *m->kept);
   m->staged = kvbm__realloc(&a, NULL, 0, n * sizeof *m->staged);
   m->ring = kvbm__realloc(&a, NULL, 0, n * sizeof *m->ring);
   m->scratch = kvbm__realloc(&a, NULL, 0, n * sizeof *m->scratch);
   if (!m->state || !m->reset_on_release || !m->gen || !m->refs || !m->entry || !m->dup_of ||
-      !m->staged || !m->ring || !m->scratch || !(m->backend = make_backend(m, cfg)) ||
+      !m->kept || !m->staged || !m->ring || !m->scratch || !(m->backend = make_backend(m, cfg)) ||
       kvbm__registry_reserve(m->reg, n)) {
     destroy(m); /* no slot holds a hash yet: nothing to forget */
     return KVBM_ENOMEM;
@@ -268,6 +283,7 @@ int kvbm_manager_new(const kvbm_manager_config *cfg, kvbm_manager **out) {
     m->refs[s] = 0;
     m->entry[s] = NONE;
     m->dup_of[s] = NONE;
+    m->kept[s] = 0;
     m->ring[s] = s;
   }
   m->ring_len = (uint32_t)n;
@@ -376,6 +392,7 @@ static kvbm_block register_slot(kvbm_manager *m, uint32_t s) {
   } else if (!m->reject_duplicates) { /* Allow: a duplicate keeps the primary alive */
     set_state(m, s, KVBM_STATE_DUPLICATE);
     m->dup_of[s] = (uint32_t)existing;
+    m->kept[(uint32_t)existing]++; /* the reference acquire() took */
     m->metrics.duplicate_blocks++;
     result = handle(m, s);
   } else { /* Reject: hand back the primary, return the slot */
@@ -426,6 +443,7 @@ int kvbm_release(kvbm_manager *m, kvbm_block b) {
   uint32_t s;
   int rc = slot_of(m, b, BIT(KVBM_STATE_MUTABLE) | BIT(KVBM_STATE_STAGED) | IMMUTABLE, &s);
   if (rc) return rc;
+  if ((BIT(m->state[s]) & IMMUTABLE) && !caller_holds(m, s)) return KVBM_ESTALE;
   switch (m->state[s]) {
     case KVBM_STATE_MUTABLE:
       m->metrics.inflight_mutable--;
@@ -446,6 +464,7 @@ int kvbm_release_all(kvbm_manager *m, const kvbm_block *bs, size_t n, uint32_t *
   for (size_t i = 0; i < n; i++) {
     uint32_t s;
     if (slot_of(m, bs[i], BIT(KVBM_STATE_MUTABLE) | BIT(KVBM_STATE_STAGED) | IMMUTABLE, &s)) continue;
+    if ((BIT(m->state[s]) & IMMUTABLE) && !caller_holds(m, s)) continue; /* released already */
     if (m->state[s] == KVBM_STATE_MUTABLE || m->state[s] == KVBM_STATE_STAGED) {
       m->metrics.inflight_mutable -= m->state[s] == KVBM_STATE_MUTABLE;
       push_reset(m, s);
@@ -666,12 +685,16 @@ static int check_invariants(const kvbm_manager *m, size_t counts[6], char *msg, 
   /* each duplicate holds one reference on its primary; a primary whose own
    * guards are all gone lives on that keepalive alone (refs == dups) */
   for (uint32_t s = 0; s < m->total; s++) {
-    if (m->state[s] != KVBM_STATE_PRIMARY) continue;
+    if (m->state[s] != KVBM_STATE_PRIMARY) {
+      if (m->kept[s]) return snprintf(msg, size, "slot %u: state %u with keepalives", s, m->state[s]), -1;
+      continue;
+    }
     uint32_t dups = 0;
     for (uint32_t d = 0; d < m->total; d++)
       dups += m->state[d] == KVBM_STATE_DUPLICATE && m->dup_of[d] == s;
-    if (m->refs[s] < dups)
-      return snprintf(msg, size, "primary %u: %u references for %u duplicates", s, m->refs[s], dups), -1;
+    if (m->kept[s] != dups || m->refs[s] < dups)
+      return snprintf(msg, size, "primary %u: %u references, %u keepalives for %u duplicates", s,
+                      m->refs[s], m->kept[s], dups), -1;
   }
   if (counts)
     for (int i = 0; i < 6; i++) counts[i] = n[i];

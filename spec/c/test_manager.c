@@ -320,6 +320,33 @@ static void test_unbalanced_release(void) {
   kvbm_registry_release(reg);
 }
 
+/* A primary handle released more often than it was held (the fuzz_manager
+ * finding): its duplicate's keepalive is not the caller's to drop, so the
+ * extra releases fail and the primary lives as long as the duplicate. */
+static void test_over_released_primary(void) {
+  kvbm_registry *reg;
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &reg));
+  kvbm_manager *m = make(reg, 4, KVBM_BACKEND_LRU, 0);
+  kvbm_hash h = H(0, 7);
+  kvbm_block p = reg1(m, h), d = reg1(m, h), both[2] = {p, p};
+  MUST(kvbm_block_retain(m, p));
+  ok(kvbm_block_state(m, d) == KVBM_STATE_DUPLICATE && kvbm_block_use_count(m, p) == 3,
+     "setup: a primary held twice, and its duplicate's keepalive");
+  ok(kvbm_release_all(m, both, 2, NULL) == 0 && kvbm_block_state(m, p) == KVBM_STATE_PRIMARY && healthy(m),
+     "the two references of the caller are released");
+  ok(kvbm_release(m, p) == KVBM_ESTALE && kvbm_release_all(m, both, 2, NULL) == 0 &&
+         kvbm_block_state(m, p) == KVBM_STATE_PRIMARY && kvbm_block_use_count(m, p) == 1 && healthy(m),
+     "releasing it again fails and leaves the duplicate its live primary");
+  kvbm_metrics x;
+  kvbm_manager_metrics(m, &x);
+  ok(x.inflight_immutable == 1, "only the duplicate is in flight");
+  ok(kvbm_release(m, d) == 0 && kvbm_block_state(m, p) == KVBM_ESTALE &&
+         kvbm_manager_inactive(m) == 1 && kvbm_manager_reset(m) == 3 && healthy(m),
+     "the duplicate's release sends the primary to the inactive pool");
+  kvbm_manager_free(m);
+  kvbm_registry_release(reg);
+}
+
 /* Fills every large block with a canary and fails allocation number
  * fail_at. At that moment it notes which large blocks are still untouched;
  * a free that finds one of those written counts the block as touched by the
@@ -465,6 +492,7 @@ int main(void) {
   test_reject();
   test_config();
   test_unbalanced_release();
+  test_over_released_primary();
   test_allocation_failure();
   test_failed_new_touches_nothing();
   test_random();
