@@ -19,6 +19,16 @@ typedef struct kvbm__backend_ops {
   void (*destroy)(kvbm__backend *b);
   /* bytes of memory the backend holds (for the per-block memory figure) */
   size_t (*bytes)(const kvbm__backend *b);
+  /* Optional notifications (NULL: not needed), for policies that keep
+   * history beyond the inactive pool. A block's position and parent come
+   * from its hash (kvbm_hash_position, kvbm_hash_parent_fragment). */
+  /* h was newly registered in slot: a fresh primary, not found in this tier */
+  void (*admit)(kvbm__backend *b, uint32_t slot, kvbm_hash h);
+  /* a lookup found no block for h in this tier */
+  void (*miss)(kvbm__backend *b, kvbm_hash h);
+  /* the host's hint: the block in slot is next needed at time next_use
+   * (an offline policy; larger is later, UINT64_MAX never) */
+  void (*hint)(kvbm__backend *b, uint32_t slot, uint64_t next_use);
 } kvbm__backend_ops;
 
 struct kvbm__backend {
@@ -43,6 +53,18 @@ kvbm__backend *kvbm__multi_lru_new(const kvbm_allocator *a, uint32_t nslots,
 kvbm__backend *kvbm__lineage_new(const kvbm_allocator *a, uint32_t nslots, int fifo_leaves);
 size_t kvbm__lineage_leaves(const kvbm__backend *b); /* evictable leaves */
 size_t kvbm__lineage_nodes(const kvbm__backend *b);  /* real + ghost nodes in use */
+
+/* The policies of the literature, adapted to a pool whose hits leave the
+ * index while in use (a hit is remove, the later release is insert again).
+ * Each keeps per-slot state from admit to eviction. */
+kvbm__backend *kvbm__s3fifo_new(const kvbm_allocator *a, uint32_t nslots);
+kvbm__backend *kvbm__sieve_new(const kvbm_allocator *a, uint32_t nslots);
+kvbm__backend *kvbm__arc_new(const kvbm_allocator *a, uint32_t nslots);
+kvbm__backend *kvbm__slru_new(const kvbm_allocator *a, uint32_t nslots);
+/* Structure-aware: see backend_depth.c. */
+kvbm__backend *kvbm__depth_new(const kvbm_allocator *a, uint32_t nslots);
+/* Belady's offline optimum: evicts the block hinted to be needed last. */
+kvbm__backend *kvbm__optimal_new(const kvbm_allocator *a, uint32_t nslots);
 
 /* A host's policy orders victims; bad answers fall back to insertion order
  * and add one to *errors per eviction call that needed the fallback. */

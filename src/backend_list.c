@@ -1,58 +1,9 @@
 /* backend_list.c - the list-ordered inactive backends: insertion order
  * (LRU / hashmap+FIFO), multi-LRU (four of those), and the custom policy
  * backend whose fallback order is insertion order too.
- *
- * Lists are intrusive and doubly linked over slot ids; the heads are extra
- * nodes after the last slot, so a list costs no allocation at run time. */
+ */
 #include "backend.h"
-
-#define NO_SLOT UINT32_MAX
-
-typedef struct {
-  uint32_t *prev, *next; /* nslots + nlists nodes */
-  uint32_t nslots;
-} lists;
-
-static int lists_init(lists *l, const kvbm_allocator *a, uint32_t nslots, unsigned nlists) {
-  size_t n = (size_t)nslots + nlists;
-  l->nslots = nslots;
-  l->prev = kvbm__realloc(a, NULL, 0, n * sizeof *l->prev);
-  l->next = kvbm__realloc(a, NULL, 0, n * sizeof *l->next);
-  if (!l->prev || !l->next) {
-    kvbm__free(a, l->prev, n * sizeof *l->prev);
-    kvbm__free(a, l->next, n * sizeof *l->next);
-    return KVBM_ENOMEM;
-  }
-  for (size_t i = 0; i < n; i++) l->prev[i] = l->next[i] = (uint32_t)i; /* all unlinked */
-  return 0;
-}
-
-static void lists_free(lists *l, const kvbm_allocator *a, unsigned nlists) {
-  size_t n = (size_t)l->nslots + nlists;
-  kvbm__free(a, l->prev, n * sizeof *l->prev);
-  kvbm__free(a, l->next, n * sizeof *l->next);
-}
-
-static void push_tail(lists *l, unsigned list, uint32_t slot) {
-  uint32_t head = l->nslots + list, last = l->prev[head];
-  l->prev[slot] = last;
-  l->next[slot] = head;
-  l->next[last] = slot;
-  l->prev[head] = slot;
-}
-
-static void unlink_node(lists *l, uint32_t slot) {
-  l->next[l->prev[slot]] = l->next[slot];
-  l->prev[l->next[slot]] = l->prev[slot];
-  l->prev[slot] = l->next[slot] = slot; /* marks "not in a list" */
-}
-
-static uint32_t pop_head(lists *l, unsigned list) {
-  uint32_t head = l->nslots + list, first = l->next[head];
-  if (first == head) return NO_SLOT;
-  unlink_node(l, first);
-  return first;
-}
+#include "backend_lists.h"
 
 /* ------------------------------------------------ insertion order (LRU) */
 
@@ -93,7 +44,7 @@ static size_t fifo_bytes(const kvbm__backend *b) {
   return sizeof *f + 2 * ((size_t)f->l.nslots + 1) * sizeof(uint32_t);
 }
 
-static const kvbm__backend_ops fifo_ops = {fifo_insert, fifo_remove, fifo_evict, fifo_destroy,
+static const kvbm__backend_ops fifo_ops = {.insert = fifo_insert, .remove = fifo_remove, .evict = fifo_evict, .destroy = fifo_destroy, .bytes =
                                            fifo_bytes};
 
 kvbm__backend *kvbm__fifo_new(const kvbm_allocator *a, uint32_t nslots) {
@@ -155,7 +106,7 @@ static size_t mlru_bytes(const kvbm__backend *b) {
   return sizeof *m + 2 * ((size_t)m->l.nslots + 4) * sizeof(uint32_t);
 }
 
-static const kvbm__backend_ops mlru_ops = {mlru_insert, mlru_remove, mlru_evict, mlru_destroy,
+static const kvbm__backend_ops mlru_ops = {.insert = mlru_insert, .remove = mlru_remove, .evict = mlru_evict, .destroy = mlru_destroy, .bytes =
                                            mlru_bytes};
 
 kvbm__backend *kvbm__multi_lru_new(const kvbm_allocator *a, uint32_t nslots,
@@ -252,8 +203,8 @@ static size_t policy_bytes(const kvbm__backend *b) {
   return sizeof *p + 2 * (n + 1) * sizeof(uint32_t) + n * (sizeof(kvbm_hash) + 4 + 1);
 }
 
-static const kvbm__backend_ops policy_ops = {policy_insert, policy_remove, policy_evict,
-                                             policy_destroy, policy_bytes};
+static const kvbm__backend_ops policy_ops = {.insert = policy_insert, .remove = policy_remove, .evict = policy_evict,
+                                             .destroy = policy_destroy, .bytes = policy_bytes};
 
 kvbm__backend *kvbm__policy_new(const kvbm_allocator *a, uint32_t nslots, const kvbm_policy *policy,
                                 uint64_t *errors) {

@@ -249,7 +249,13 @@ typedef struct kvbm_weak {
   XX(LINEAGE_FIFO, "lineage_fifo") /* leaves only, insertion order */          \
   XX(LRU, "lru")                                                               \
   XX(MULTI_LRU, "multi_lru")       /* needs a registry with a frequency tracker */ \
-  XX(HASHMAP, "hashmap")
+  XX(HASHMAP, "hashmap")                                                       \
+  XX(S3FIFO, "s3fifo")             /* small, main and ghost FIFOs */          \
+  XX(SIEVE, "sieve")               /* one FIFO, visited bits, a moving hand */ \
+  XX(ARC, "arc")                   /* adaptive recency/frequency, ghosts */   \
+  XX(SLRU, "slru")                 /* probationary and protected segments */  \
+  XX(DEPTH, "depth")               /* structure-aware: see backend_depth.c */ \
+  XX(OPTIMAL, "optimal")           /* Belady's optimum: needs kvbm_next_use hints */
 
 typedef enum {
 #define KVBM__BACKEND_ENUM(name, lua_name) KVBM_BACKEND_##name,
@@ -382,6 +388,13 @@ KVBM_API size_t kvbm_scan(kvbm_manager *m, const kvbm_hash *hashes, size_t n, in
 /* Evicts every inactive block to the reset pool; KVBM_ERESET_MISMATCH when
  * blocks are still held elsewhere afterwards (the drain happens anyway). */
 KVBM_API int kvbm_reset_inactive(kvbm_manager *m);
+/* An offline policy's input (the "optimal" backend; others ignore it): the
+ * block this tier holds for hashes[i] is next needed at when[i] (any
+ * increasing clock, e.g. the index of the next request that uses it;
+ * UINT64_MAX: never). Hashes this tier does not hold are skipped. Returns
+ * how many blocks took a hint. */
+KVBM_API size_t kvbm_next_use(kvbm_manager *m, const kvbm_hash *hashes, const uint64_t *when,
+                              size_t n);
 
 /* XX(KIND, field, help): the metrics of a manager, in one table that gives the
  * struct below, the Lua field names of m:metrics() and the Prometheus names

@@ -332,7 +332,7 @@ static void lin_destroy(kvbm__backend *b) {
   kvbm__free(a, l, sizeof *l);
 }
 
-static const kvbm__backend_ops lineage_ops = {lin_insert, lin_remove, lin_evict, lin_destroy,
+static const kvbm__backend_ops lineage_ops = {.insert = lin_insert, .remove = lin_remove, .evict = lin_evict, .destroy = lin_destroy, .bytes =
                                               lin_bytes};
 
 kvbm__backend *kvbm__lineage_new(const kvbm_allocator *a, uint32_t nslots, int fifo_leaves) {

@@ -102,6 +102,11 @@ static kvbm_block acquire(kvbm_manager *m, uint32_t e) {
   return handle(m, s);
 }
 
+/* A lookup found no block for h here: policies with history want to know. */
+static void missed(kvbm_manager *m, kvbm_hash h) {
+  if (m->backend->ops->miss) m->backend->ops->miss(m->backend, h);
+}
+
 /* Drops one reference; the last one ends the immutable block: a duplicate
  * resets (and lets go of its primary), a primary goes to the inactive cache
  * or, with reset-on-release, to the reset pool. */
@@ -229,6 +234,12 @@ static kvbm__backend *make_backend(kvbm_manager *m, const kvbm_manager_config *c
       return kvbm__multi_lru_new(&m->alloc, m->total, (t[0] | t[1] | t[2]) ? t : default_thresholds,
                                  frequency_of, m->reg);
     }
+    case KVBM_BACKEND_S3FIFO: return kvbm__s3fifo_new(&m->alloc, m->total);
+    case KVBM_BACKEND_SIEVE: return kvbm__sieve_new(&m->alloc, m->total);
+    case KVBM_BACKEND_ARC: return kvbm__arc_new(&m->alloc, m->total);
+    case KVBM_BACKEND_SLRU: return kvbm__slru_new(&m->alloc, m->total);
+    case KVBM_BACKEND_DEPTH: return kvbm__depth_new(&m->alloc, m->total);
+    case KVBM_BACKEND_OPTIMAL: return kvbm__optimal_new(&m->alloc, m->total);
     case KVBM_BACKEND_POLICY:
       return kvbm__policy_new(&m->alloc, m->total, cfg->policy, &m->metrics.policy_errors);
   }
@@ -389,6 +400,7 @@ static kvbm_block register_slot(kvbm_manager *m, uint32_t s) {
     set_state(m, s, KVBM_STATE_PRIMARY);
     r->entries[e].slot[m->tier] = s;
     result = handle(m, s);
+    if (m->backend->ops->admit) m->backend->ops->admit(m->backend, s, h);
   } else if (!m->reject_duplicates) { /* Allow: a duplicate keeps the primary alive */
     set_state(m, s, KVBM_STATE_DUPLICATE);
     m->dup_of[s] = (uint32_t)existing;
@@ -536,7 +548,10 @@ int kvbm_weak_upgrade(kvbm_manager *m, const kvbm_weak *w, kvbm_block *ib) {
     m->refs[s]++;
   } else { /* phase 2: by hash, from either pool */
     uint32_t e = kvbm__registry_find(m->reg, w->hash);
-    if (e == NONE || (b = acquire(m, e)) == KVBM_NO_BLOCK) return 0;
+    if (e == NONE || (b = acquire(m, e)) == KVBM_NO_BLOCK) {
+      missed(m, w->hash);
+      return 0;
+    }
   }
   m->metrics.inflight_immutable++;
   *ib = b;
@@ -564,7 +579,10 @@ size_t kvbm_match(kvbm_manager *m, const kvbm_hash *hashes, size_t n, kvbm_block
   m->metrics.match_hashes_requested += n;
   for (; k < n; k++) {
     uint32_t e = kvbm__registry_find(m->reg, hashes[k]);
-    if (e == NONE || (out[k] = acquire(m, e)) == KVBM_NO_BLOCK) break;
+    if (e == NONE || (out[k] = acquire(m, e)) == KVBM_NO_BLOCK) {
+      missed(m, hashes[k]);
+      break;
+    }
   }
   touch_all(m, out, k);
   m->metrics.match_blocks_returned += k;
@@ -586,6 +604,7 @@ size_t kvbm_match_scattered(kvbm_manager *m, const kvbm_hash *hashes, size_t n, 
   for (size_t i = 0; i < n; i++) {
     uint32_t e = kvbm__registry_find(m->reg, hashes[i]);
     out[i] = e == NONE ? KVBM_NO_BLOCK : acquire(m, e);
+    if (out[i] == KVBM_NO_BLOCK) missed(m, hashes[i]);
     hits += out[i] != KVBM_NO_BLOCK;
   }
   touch_all(m, out, n);
@@ -603,10 +622,12 @@ size_t kvbm_scan(kvbm_manager *m, const kvbm_hash *hashes, size_t n, int touch, 
   for (size_t i = 0; i < n; i++) {
     uint32_t e = kvbm__registry_find(r, hashes[i]);
     out[i] = KVBM_NO_BLOCK;
+    if (e == NONE) missed(m, hashes[i]);
     if (e == NONE || r->entries[e].mark == epoch) continue; /* absent, or repeated */
     r->entries[e].mark = epoch;
     if (touch && r->tracker) kvbm__tinylfu_increment(r->tracker, hashes[i]);
     out[i] = acquire(m, e);
+    if (out[i] == KVBM_NO_BLOCK) missed(m, hashes[i]);
     hits += out[i] != KVBM_NO_BLOCK;
   }
   m->metrics.scan_hashes_requested += n;
@@ -622,6 +643,19 @@ int kvbm_reset_inactive(kvbm_manager *m) {
     push_reset(m, m->scratch[i]);
   }
   return m->ring_len == m->total ? 0 : KVBM_ERESET_MISMATCH;
+}
+
+size_t kvbm_next_use(kvbm_manager *m, const kvbm_hash *hashes, const uint64_t *when, size_t n) {
+  size_t hinted = 0;
+  if (!m->backend->ops->hint) return 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t e = kvbm__registry_find(m->reg, hashes[i]);
+    uint32_t s = e == NONE ? NONE : entry_at(m, e)->slot[m->tier];
+    if (s == NONE) continue;
+    m->backend->ops->hint(m->backend, s, when[i]);
+    hinted++;
+  }
+  return hinted;
 }
 
 /* ----------------------------------------------------- self-check */
