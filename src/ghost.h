@@ -10,6 +10,7 @@
 
 typedef struct {
   kvbm_hash *keys;  /* node -> its hash */
+  uint64_t *vals;   /* node -> the value pushed with it */
   uint32_t *free;   /* a stack of unused nodes */
   uint32_t nfree, limit;
   lists order;      /* list 0 over nodes: oldest first */
@@ -23,6 +24,9 @@ void kvbm__ghost_free(kvbm__ghost *g);
 int kvbm__ghost_take(kvbm__ghost *g, kvbm_hash h);
 /* Adds h as the newest hash (moves it there when already present). */
 void kvbm__ghost_push(kvbm__ghost *g, kvbm_hash h);
+/* The same with a value kept for h; take_value reads it back (1 when found). */
+void kvbm__ghost_push_value(kvbm__ghost *g, kvbm_hash h, uint64_t v);
+int kvbm__ghost_take_value(kvbm__ghost *g, kvbm_hash h, uint64_t *v);
 /* Drops the oldest hash; 0 when empty. */
 int kvbm__ghost_drop_oldest(kvbm__ghost *g);
 static inline uint32_t kvbm__ghost_len(const kvbm__ghost *g) { return g->limit - g->nfree; }
