@@ -2,6 +2,8 @@
  * metrics as a table and as Prometheus text. */
 #include <string.h>
 
+#include <math.h>
+
 #include "lkvbm.h"
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx) {
@@ -366,6 +368,34 @@ static int manager_scan(lua_State *L) {
   return lookup(L, kvbm_scan, AS_MAP, touch);
 }
 
+/* m:next_use(hashes, whens) --> how many blocks took a hint. The input of
+ * the "optimal" backend (a replay that knows the future): the block held
+ * for hashes[i] is next needed at whens[i] (an increasing clock; false or
+ * math.huge: never). Other backends ignore it and return 0. */
+static int manager_next_use(lua_State *L) {
+  ManagerBox *mb = enter(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  size_t n = lua_rawlen(L, 2);
+  if (lua_rawlen(L, 3) != n)
+    return luaL_error(L, "m:next_use: %d hashes but %d times", (int)n, (int)lua_rawlen(L, 3));
+  kvbm_hash *hs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *hs, 0);
+  uint64_t *when = lua_newuserdatauv(L, (n ? n : 1) * sizeof *when, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    hs[i] = lkvbm_checkhash(L, -1);
+    lua_rawgeti(L, 3, (lua_Integer)i + 1);
+    if (lua_toboolean(L, -1) == 0 || (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1) &&
+                                      lua_tonumber(L, -1) == HUGE_VAL))
+      when[i] = UINT64_MAX;
+    else
+      when[i] = (uint64_t)lkvbm_checkrange(L, -1, "m:next_use: a time", 0, LUA_MAXINTEGER);
+    lua_pop(L, 2);
+  }
+  lua_pushinteger(L, (lua_Integer)kvbm_next_use(mb->m, hs, when, n));
+  return 1;
+}
+
 static int manager_reset_inactive(lua_State *L) {
   ManagerBox *mb = enter(L, 1);
   CoreCall cc;
@@ -553,6 +583,7 @@ void lkvbm_open_manager(lua_State *L) {
       {"match_scattered", manager_match_scattered},
       {"scan", manager_scan},
       {"reset_inactive", manager_reset_inactive},
+      {"next_use", manager_next_use},
       {"available", manager_available},
       {"total", manager_total},
       {"block_size", manager_block_size},
@@ -574,6 +605,13 @@ void lkvbm_open_manager(lua_State *L) {
   lua_setfield(L, -2, "manager");
   lua_pushcfunction(L, prometheus);
   lua_setfield(L, -2, "prometheus");
+  /* kvbm.backends: every built-in backend name, in KVBM_BACKEND_MAP order */
+  lua_createtable(L, (int)(sizeof backend_names / sizeof *backend_names) - 1, 0);
+  for (int i = 0; backend_names[i]; i++) {
+    lua_pushstring(L, backend_names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "backends");
   lua_getfield(L, -1, "_debug");
   lua_pushcfunction(L, debug_check);
   lua_setfield(L, -2, "check");
