@@ -118,6 +118,7 @@ local CALLS = {
   { "m", "metrics", A() }, { "m", "name", A() }, { "m", "policy_errors", A() }, { "m", "register", W("@cb") },
   { "m", "register_all", W({ "@cb" }) }, { "m", "register_set", W("@set") }, { "m", "registry", A() },
   { "m", "reset_inactive", A() }, { "m", "reset_pool", A() }, { "m", "scan", W({ "@h" }) }, { "m", "tier", A() },
+  { "m", "next_use", W({ "@h" }, { 1 }) },
   { "m", "total", A() }, { "m", "close", A() },
   -- guards
   { "mb", "block_size", A() }, { "mb", "complete", W("@seq", 0) }, { "mb", "id", A() }, { "mb", "stage", W("@h2", 4) },

@@ -29,6 +29,8 @@ typedef struct kvbm__backend_ops {
   /* the host's hint: the block in slot is next needed at time next_use
    * (an offline policy; larger is later, UINT64_MAX never) */
   void (*hint)(kvbm__backend *b, uint32_t slot, uint64_t next_use);
+  /* delivers what a host's policy has queued; < 0 on failure */
+  int (*flush)(kvbm__backend *b);
 } kvbm__backend_ops;
 
 struct kvbm__backend {

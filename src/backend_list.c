@@ -140,21 +140,64 @@ typedef struct {
   uint32_t *scratch;
   uint8_t *picked;
   uint64_t *errors;
+  kvbm_policy_event *queue; /* on_events: pending notifications */
+  size_t queued, queue_cap;
 } policy_backend;
+
+/* Queues one notification for on_events; a queue that cannot grow drops
+ * it and counts an error (the policy's order is only advice). */
+static void enqueue(policy_backend *p, unsigned kind, uint32_t slot, kvbm_hash h) {
+  if (p->queued == p->queue_cap) {
+    size_t ncap = p->queue_cap ? 2 * p->queue_cap : 64;
+    kvbm_policy_event *q = kvbm__realloc(&p->alloc, p->queue, p->queue_cap * sizeof *q, ncap * sizeof *q);
+    if (!q) {
+      (*p->errors)++;
+      return;
+    }
+    p->queue = q;
+    p->queue_cap = ncap;
+  }
+  p->queue[p->queued++] = (kvbm_policy_event){.hash = h, .block_id = slot, .kind = (uint8_t)kind};
+}
+
+static int policy_flush(kvbm__backend *b) {
+  policy_backend *p = (policy_backend *)b;
+  if (!p->policy.on_events || p->queued == 0) return 0;
+  size_t n = p->queued;
+  p->queued = 0; /* delivered once, even when the policy fails */
+  if (p->policy.on_events(p->policy.ud, p->queue, n) >= 0) return 0;
+  (*p->errors)++;
+  return -1;
+}
+
+static void policy_admit(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
+  policy_backend *p = (policy_backend *)b;
+  if (p->policy.on_events) enqueue(p, KVBM_POLICY_ADMIT, slot, h);
+}
+
+static void policy_miss(kvbm__backend *b, kvbm_hash h) {
+  policy_backend *p = (policy_backend *)b;
+  if (p->policy.on_events) enqueue(p, KVBM_POLICY_MISS, UINT32_MAX, h);
+}
 
 static void policy_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
   policy_backend *p = (policy_backend *)b;
   push_tail(&p->l, 0, slot);
   p->hashes[slot] = h;
   b->len++;
-  if (p->policy.on_insert && p->policy.on_insert(p->policy.ud, slot, h) < 0) (*p->errors)++;
+  if (p->policy.on_events)
+    enqueue(p, KVBM_POLICY_INSERT, slot, h);
+  else if (p->policy.on_insert && p->policy.on_insert(p->policy.ud, slot, h) < 0)
+    (*p->errors)++;
 }
 
 static void policy_remove(kvbm__backend *b, uint32_t slot) {
   policy_backend *p = (policy_backend *)b;
   unlink_node(&p->l, slot);
   b->len--;
-  if (p->policy.on_remove && p->policy.on_remove(p->policy.ud, slot, p->hashes[slot]) < 0)
+  if (p->policy.on_events)
+    enqueue(p, KVBM_POLICY_REMOVE, slot, p->hashes[slot]);
+  else if (p->policy.on_remove && p->policy.on_remove(p->policy.ud, slot, p->hashes[slot]) < 0)
     (*p->errors)++;
 }
 
@@ -166,6 +209,7 @@ static size_t policy_evict(kvbm__backend *b, size_t n, uint32_t *out) {
   policy_backend *p = (policy_backend *)b;
   if (n > b->len) n = b->len;
   if (n == 0) return 0;
+  policy_flush(b); /* the policy sees everything up to now first */
   int got = p->policy.victims ? p->policy.victims(p->policy.ud, n, p->scratch) : -1;
   size_t k = 0;
   int bad = got < 0 || (size_t)got != n;
@@ -194,17 +238,21 @@ static void policy_destroy(kvbm__backend *b) {
   kvbm__free(&a, p->hashes, n * sizeof *p->hashes);
   kvbm__free(&a, p->scratch, n * sizeof *p->scratch);
   kvbm__free(&a, p->picked, n);
+  kvbm__free(&a, p->queue, p->queue_cap * sizeof *p->queue);
   kvbm__free(&a, p, sizeof *p);
 }
 
 static size_t policy_bytes(const kvbm__backend *b) {
   const policy_backend *p = (const policy_backend *)b;
   size_t n = p->l.nslots;
-  return sizeof *p + 2 * (n + 1) * sizeof(uint32_t) + n * (sizeof(kvbm_hash) + 4 + 1);
+  return sizeof *p + 2 * (n + 1) * sizeof(uint32_t) + n * (sizeof(kvbm_hash) + 4 + 1) +
+         p->queue_cap * sizeof *p->queue;
 }
 
 static const kvbm__backend_ops policy_ops = {.insert = policy_insert, .remove = policy_remove, .evict = policy_evict,
-                                             .destroy = policy_destroy, .bytes = policy_bytes};
+                                             .destroy = policy_destroy, .bytes = policy_bytes,
+                                             .admit = policy_admit, .miss = policy_miss,
+                                             .flush = policy_flush};
 
 kvbm__backend *kvbm__policy_new(const kvbm_allocator *a, uint32_t nslots, const kvbm_policy *policy,
                                 uint64_t *errors) {

@@ -269,11 +269,34 @@ typedef enum {
  * how many (or < 0 on failure). Ids that are unknown, not inactive or
  * repeated, and any failure, are replaced by the built-in order (insertion
  * order) and counted in kvbm_metrics.policy_errors, as are failed notifications. */
+/* What a policy with on_events is told, in order, in batches. */
+#define KVBM_POLICY_EVENT_MAP(XX)                                                     \
+  XX(INSERT, "insert") /* the block entered the inactive cache (last release) */    \
+  XX(REMOVE, "remove") /* it left through a hit, not an eviction */                  \
+  XX(ADMIT, "admit")   /* a hash newly registered in this tier (a fresh primary) */  \
+  XX(MISS, "miss")     /* a lookup found no block for the hash here (block_id: none) */
+
+typedef enum {
+#define KVBM__POLICY_EVENT_ENUM(name, lua_name) KVBM_POLICY_##name,
+  KVBM_POLICY_EVENT_MAP(KVBM__POLICY_EVENT_ENUM)
+#undef KVBM__POLICY_EVENT_ENUM
+} kvbm_policy_event_kind;
+
+typedef struct kvbm_policy_event {
+  kvbm_hash hash; /* its position and parent: kvbm_hash_position, kvbm_hash_parent_fragment */
+  uint32_t block_id;
+  uint8_t kind; /* kvbm_policy_event_kind */
+} kvbm_policy_event;
+
 typedef struct kvbm_policy {
   int (*on_insert)(void *ud, uint32_t block_id, kvbm_hash h); /* < 0: counted as an error */
   int (*on_remove)(void *ud, uint32_t block_id, kvbm_hash h);
   int (*victims)(void *ud, size_t n, uint32_t *out);
   void *ud;
+  /* Optional, instead of on_insert/on_remove: the notifications (also of
+   * misses and new registrations) are queued and delivered in order, in one
+   * call, just before victims() and by kvbm_policy_flush; < 0 is counted. */
+  int (*on_events)(void *ud, const kvbm_policy_event *ev, size_t n);
 } kvbm_policy;
 
 typedef struct kvbm_manager_config {
@@ -393,6 +416,10 @@ KVBM_API int kvbm_reset_inactive(kvbm_manager *m);
  * increasing clock, e.g. the index of the next request that uses it;
  * UINT64_MAX: never). Hashes this tier does not hold are skipped. Returns
  * how many blocks took a hint. */
+/* Delivers the queued notifications of a policy with on_events (a host
+ * calls it when its core call ends); 0, or < 0 when delivery failed (counted
+ * in policy_errors). Other backends: 0. */
+KVBM_API int kvbm_policy_flush(kvbm_manager *m);
 KVBM_API size_t kvbm_next_use(kvbm_manager *m, const kvbm_hash *hashes, const uint64_t *when,
                               size_t n);
 

@@ -645,6 +645,10 @@ int kvbm_reset_inactive(kvbm_manager *m) {
   return m->ring_len == m->total ? 0 : KVBM_ERESET_MISMATCH;
 }
 
+int kvbm_policy_flush(kvbm_manager *m) {
+  return m->backend->ops->flush ? m->backend->ops->flush(m->backend) : 0;
+}
+
 size_t kvbm_next_use(kvbm_manager *m, const kvbm_hash *hashes, const uint64_t *when, size_t n) {
   size_t hinted = 0;
   if (!m->backend->ops->hint) return 0;
