@@ -281,10 +281,11 @@ local function all_hashes()
 end
 
 --- One random run: returns how many evictions were checked.
-local function run(name, seed, blocks, steps)
+--- backend: the manager's backend option (default: the C backend `name`).
+local function run(name, seed, blocks, steps, backend)
   math.randomseed(seed)
   local reg = kvbm.registry{ frequency = "medium" }
-  local m = assert(kvbm.manager{ blocks = blocks, block_size = 1, registry = reg, backend = name })
+  local m = assert(kvbm.manager{ blocks = blocks, block_size = 1, registry = reg, backend = backend or name })
   local model = MODELS[name](blocks)
   local pool = all_hashes()
   local held, cached = {}, {} -- hash -> block (held) / block id (cached)
@@ -353,6 +354,7 @@ local function run(name, seed, blocks, steps)
   end
   local counts, msg = kvbm._debug.check(m)
   assert(counts, msg)
+  assert.are.equal(0, m:metrics().policy_errors, "policy errors: " .. tostring(m:policy_errors()))
   return checked
 end
 
@@ -364,6 +366,71 @@ describe("eviction policies against independent models", function()
       assert.is_true(checked > 500, "only " .. checked .. " evictions checked")
     end)
   end
+
+  -- the Lua twins (on the batched interface) pass the same specs
+  for _, name in ipairs({ "s3fifo", "sieve" }) do
+    it("kvbm.policy." .. name .. " (Lua) evicts exactly as the model and the C backend", function()
+      local twin = require("kvbm.policy." .. name)
+      local checked = 0
+      for seed = 1, 40 do
+        local blocks = 6 + seed % 19
+        checked = checked + run(name, seed, blocks, 400, twin.new(blocks))
+      end
+      assert.is_true(checked > 500, "only " .. checked .. " evictions checked")
+    end)
+  end
+
+  it("a batched Lua policy sees admits, inserts, removes and misses in order, in one call per manager call", function()
+    local calls, seen = 0, {}
+    local lru = {}
+    local policy = {
+      on_events = function(list)
+        calls = calls + 1
+        for _, e in ipairs(list) do
+          seen[#seen + 1] = e.kind .. ":" .. (e.id or "-") .. "@" .. e.position
+          if e.kind == "insert" then lru[#lru + 1] = e.id end
+          if e.kind == "remove" then remove_value(lru, e.id) end
+        end
+      end,
+      victims = function(n)
+        local out = {}
+        for i = 1, n do out[i] = table.remove(lru, 1) end
+        return out
+      end,
+    }
+    local reg = kvbm.registry{}
+    local m = assert(kvbm.manager{ blocks = 2, block_size = 1, registry = reg, backend = policy })
+    local hs = kvbm.sequence({ 1, 2 }, 1, SALT):hashes()
+    local a = m:register(m:allocate(1)[1]:stage(hs[1]))
+    assert.are.equal(1, calls, "delivered when the manager call ends")
+    a:release()
+    local got = m:match({ hs[1], hs[2] })
+    assert.are.equal(1, #got)
+    got[1]:release()
+    local mbs = m:allocate(2) -- needs a victim: delivered before victims()
+    assert.are.same({ "admit:0@0", "insert:0@0", "remove:0@0", "miss:-@1", "insert:0@0" }, seen)
+    assert.are.equal(0, m:metrics().policy_errors)
+    for _, b in ipairs(mbs) do b:release() end
+  end)
+
+  it("a failing on_events is counted and kept with its message and traceback; the pool stays sound", function()
+    local policy = {
+      on_events = function() error("boom in on_events") end,
+      victims = function() return {} end,
+    }
+    local reg = kvbm.registry{}
+    local m = assert(kvbm.manager{ blocks = 1, block_size = 1, registry = reg, backend = policy })
+    local h = kvbm.sequence({ 1 }, 1, SALT):hash(0)
+    m:register(m:allocate(1)[1]:stage(h)):release()
+    assert.is_true(m:metrics().policy_errors >= 1)
+    local count, errs = m:policy_errors()
+    assert.is_true(count >= 1)
+    assert.matches("boom in on_events", errs, 1, true)
+    assert.matches("traceback", errs, 1, true)
+    local mbs = assert(m:allocate(1))
+    assert(kvbm._debug.check(m))
+    mbs[1]:release()
+  end)
 
   it("every backend name is a manager backend", function()
     for _, name in ipairs({ "s3fifo", "sieve", "arc", "slru", "depth", "optimal" }) do

@@ -84,7 +84,10 @@ void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
   lkvbm_registry_begin(L, mb->reg, mb->policy_ref != LUA_NOREF || mb->reg->lua_hooks, cc);
 }
 
-void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) { lkvbm_registry_end(L, mb->reg, cc); }
+void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) {
+  lkvbm_policy_flush(mb); /* still bracketed: re-entry from the policy is refused */
+  lkvbm_registry_end(L, mb->reg, cc);
+}
 
 int lkvbm_defer_if_busy(lua_State *L, RegistryBox *rb, int idx, int from_gc) {
   if (!rb->busy) return 0;

@@ -109,6 +109,8 @@ void lkvbm_pushmetrics(lua_State *L, const kvbm_manager *m);
 /* Makes the kvbm_policy for a Lua policy table at idx (stored as a ref). */
 void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p);
 void lkvbm_policy_free(lua_State *L, ManagerBox *mb);
+/* Delivers a Lua policy's queued notifications (at the end of a core call). */
+void lkvbm_policy_flush(ManagerBox *mb);
 
 /* The allocator every kvbm object made from this state uses: Lua's own,
  * wrapped to count live allocations for kvbm._debug.live(). */

@@ -1,6 +1,10 @@
 /* lpolicy.c - eviction policies written in Lua. The core keeps the index and
  * its correctness; the policy table only orders victims:
  *   on_insert(id, h), on_remove(id, h), victims(n) --> {id...}
+ * or, instead of the first two, on_events(list): the notifications in order
+ * (also misses and new registrations, with each block's position, parent
+ * and frequency), in one call just before victims() or when the manager
+ * call ends, never in the middle of a core mutation.
  * Every call is protected: an error or a bad answer is counted by the core
  * (kvbm_metrics.policy_errors), kept with its traceback (m:policy_errors())
  * and the built-in order is used instead. */
@@ -45,6 +49,46 @@ static int notify(void *ud, const char *name, uint32_t id, kvbm_hash h) {
 static int on_insert(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_insert", id, h); }
 static int on_remove(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_remove", id, h); }
 
+static const char *const event_kinds[] = {
+#define EVENT_NAME(name, lua_name) lua_name,
+    KVBM_POLICY_EVENT_MAP(EVENT_NAME)
+#undef EVENT_NAME
+};
+
+/* One call of on_events({ {kind, id, hash, position, parent, frequency}, ... }):
+ * parent is the parent fragment (kvbm.hash.parent(h); a block b is the parent
+ * when kvbm.hash.parent_for_child(b, position) equals it), id is
+ * absent for a miss, frequency is the registry's estimate (0 without a tracker). */
+static int on_events(void *ud, const kvbm_policy_event *ev, size_t n) {
+  ManagerBox *mb = ud;
+  lua_State *L = mb->L;
+  if (!lua_checkstack(L, 8) || !getfunc(mb, "on_events")) return -1;
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, event_kinds[ev[i].kind]);
+    lua_setfield(L, -2, "kind");
+    if (ev[i].kind != KVBM_POLICY_MISS) {
+      lua_pushinteger(L, ev[i].block_id);
+      lua_setfield(L, -2, "id");
+    }
+    lkvbm_pushhash(L, ev[i].hash);
+    lua_setfield(L, -2, "hash");
+    lua_pushinteger(L, (lua_Integer)kvbm_hash_position(ev[i].hash));
+    lua_setfield(L, -2, "position");
+    lua_pushinteger(L, (lua_Integer)kvbm_hash_parent_fragment(ev[i].hash));
+    lua_setfield(L, -2, "parent");
+    lua_pushinteger(L, (lua_Integer)kvbm_registry_frequency(mb->reg->r, ev[i].hash));
+    lua_setfield(L, -2, "frequency");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return call(mb, "on_events", 1, 0) == LUA_OK ? 0 : -1;
+}
+
+void lkvbm_policy_flush(ManagerBox *mb) {
+  if (mb->policy_ref != LUA_NOREF && mb->m) (void)kvbm_policy_flush(mb->m);
+}
+
 static int victims(void *ud, size_t n, uint32_t *out) {
   ManagerBox *mb = ud;
   lua_State *L = mb->L;
@@ -88,6 +132,9 @@ void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p) {
   p->on_remove = on_remove;
   p->victims = victims;
   p->ud = mb;
+  lua_getfield(L, idx, "on_events");
+  p->on_events = lua_isfunction(L, -1) ? on_events : NULL;
+  lua_pop(L, 1);
 }
 
 void lkvbm_policy_free(lua_State *L, ManagerBox *mb) {
