@@ -14,6 +14,7 @@ local report = require "kvbm.sim.report"
 local hooks = require "kvbm.sim.hooks"
 local timed = require "kvbm.sim.timed"
 local timing = require "kvbm.sim.timing"
+local optimal = require "kvbm.sim.optimal"
 
 local tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable =
   tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable
@@ -107,6 +108,12 @@ local function prepare(o, fmt)
   o.scheduler_table = o.scheduler and hooks.load("scheduler", o.scheduler, "--scheduler") or {}
   o.timing_table = o.timing and timing.load(o.timing) or timing.coefficients()
   o.eviction_errors = {}
+  if o.g2_backend == "optimal" or o.g3_backend == "optimal" then
+    fail("--g2-backend/--g3-backend optimal: the offline optimum is for G1 (--backend optimal)")
+  end
+  if o.mode ~= "replay" and o.g1_backend == "optimal" then
+    fail("--backend optimal: the offline optimum needs --mode replay (it knows the trace's order)")
+  end
   o.backends = {}
   for _, name in ipairs(report.TIERS) do
     local b = o[name:lower() .. "_backend"]
@@ -206,6 +213,8 @@ local function guarded(policy)
 end
 
 local function run_replay(o, requests, wall, events)
+  -- the offline optimum is told each block's next use (kvbm.sim.optimal)
+  local hint = o.backends.G1 == "optimal" and optimal.new(requests, o.block_size) or nil
   -- the default rule runs as the planner's built-in rule (in C, no Lua call
   -- per block), which needs no frequency tracker unless multi_lru reads it
   local builtin = not o.policy
@@ -232,6 +241,7 @@ local function run_replay(o, requests, wall, events)
       if r then
         for _, plan in ipairs(r.onboard) do t:complete(plan) end
         r:commit()
+        if hint then hint(i, t.managers.G1) end
         window[(head + count - 1) % o.window + 1] = r
         count = count + 1
       end
@@ -354,6 +364,10 @@ local function main(args)
   local o = options.parse(args)
   if o.help then
     stdout:write(options.usage(), "\n")
+    return true
+  end
+  if o.list_backends then
+    for _, name in ipairs(options.BACKENDS) do stdout:write(name, "\n") end
     return true
   end
   local wall = wall_clock()

@@ -3,11 +3,14 @@
 -- raises a sim error ({ sim_error = true, msg }) naming the option.
 local tonumber, tostring, ipairs, pairs, error, type, tointeger, concat, format =
   tonumber, tostring, ipairs, pairs, error, type, math.tointeger, table.concat, string.format
+local engine_backends = require("kvbm").backends
 local _ENV = nil
 
 local M = {}
 
-M.BACKENDS = { "lineage", "lineage_fifo", "lru", "multi_lru", "hashmap" }
+-- every built-in backend of the engine (KVBM_BACKEND_MAP), "optimal" included
+M.BACKENDS = {}
+for i, name in ipairs(engine_backends) do M.BACKENDS[i] = name end
 M.MODES = { "replay", "timed" }
 M.FORMATS = { "jsonl", "text" }
 M.VISIBILITY = { "computed", "finished", "scheduled" }
@@ -46,6 +49,7 @@ M.LIST = {
   { "--html", "html", "text", nil, "write a self-contained HTML page of charts to FILE" },
   { "--quiet", "quiet", "flag", false, "no progress line" },
   { "--compare", "compare", "rest", nil, "the rest of the arguments: configurations to compare (backend names, policy files, quoted options)" },
+  { "--list-backends", "list_backends", "flag", false, "print every backend name --backend accepts, one a line (optimal: Belady's offline optimum, replay mode)" },
   { "--help", "help", "flag", false, "this text" },
 }
 
