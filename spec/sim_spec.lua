@@ -496,3 +496,31 @@ describe("kvbm sim --mode replay", function()
     os.remove(jp)
   end)
 end)
+
+describe("kvbm sim backends (the offline optimum)", function()
+  it("--list-backends prints every engine backend, one a line, optimal included", function()
+    local out, status = sim("--list-backends")
+    assert.are.equal(0, status, out)
+    local names = {}
+    for name in out:gmatch("[^\n]+") do names[#names + 1] = name end
+    assert.are.same(require("kvbm").backends, names)
+    assert.is_truthy(out:find("\noptimal\n", 1, true))
+  end)
+
+  it("refuses optimal outside replay mode and below G1", function()
+    user_error("--requests 5 --mode timed --backend optimal", "--backend optimal: the offline optimum needs --mode replay")
+    user_error("--requests 5 --mode replay --g2-backend optimal", "the offline optimum is for G1")
+  end)
+
+  it("optimal is never beaten by an online backend, and beats LRU, on a generated trace", function()
+    local all = require("kvbm").backends
+    local reps = sim_json("--requests 300 --mode replay --block-size 64 --window 1 --g2 0 --g1 96",
+      "--compare " .. table.concat(all, " "))
+    local rate = {}
+    for i, r in ipairs(reps) do rate[all[i]] = r.tiers.G1.hit_rate end
+    for _, name in ipairs(all) do
+      assert.is_true(rate.optimal >= rate[name], name .. " " .. rate[name] .. " > optimal " .. rate.optimal)
+    end
+    assert.is_true(rate.optimal > rate.lru, "optimal " .. rate.optimal .. ", lru " .. rate.lru)
+  end)
+end)
