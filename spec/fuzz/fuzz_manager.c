@@ -121,9 +121,10 @@ static void check(world *w) {
 
 static kvbm_manager *make(world *w, fuzz_in *in, int i) {
   static const uint32_t sizes[] = {1, 2, 4, 16};
-  kvbm_backend backend = (kvbm_backend)(fuzz_u8(in) % 6);
+  kvbm_backend backend = (kvbm_backend)(fuzz_u8(in) % (KVBM_BACKEND_POLICY + 1)); /* every one */
   w->pol[i] = (test_policy){.in = in};
-  w->policy[i] = (kvbm_policy){pol_insert, pol_remove, pol_victims, &w->pol[i]};
+  w->policy[i] = (kvbm_policy){.on_insert = pol_insert, .on_remove = pol_remove, .victims = pol_victims,
+                               .ud = &w->pol[i]};
   if (backend != KVBM_BACKEND_POLICY) w->policy[i] = (kvbm_policy){0};
   uint8_t flags = fuzz_u8(in);
   kvbm_manager_config cfg = {
