@@ -984,23 +984,7 @@ static void test_zinuga_errors(void) {
 
 /* ----------------------------------------------------------- allocation failure */
 
-static long budget;
-static long live_allocs;
-
-/* Fails every allocation once the budget is spent; counts live blocks. */
-static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud, (void)osize;
-  if (nsize == 0) {
-    if (ptr) live_allocs--;
-    free(ptr);
-    return NULL;
-  }
-  if (budget <= 0) return NULL;
-  budget--;
-  void *p = realloc(ptr, nsize);
-  if (p && !ptr) live_allocs++;
-  return p;
-}
+#include "budget_alloc.h" /* every test below sets budget first */
 
 /* A full picture of an instance's observable state. */
 typedef struct {

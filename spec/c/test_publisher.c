@@ -210,22 +210,7 @@ static void test_config(void) {
 
 /* ------------------------------------------------ allocation failure */
 
-static long budget = -1; /* < 0: unlimited */
-static long live_allocs, failures;
-
-static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud, (void)osize;
-  if (nsize == 0) {
-    if (ptr) live_allocs--;
-    free(ptr);
-    return NULL;
-  }
-  if (budget == 0) return failures++, NULL;
-  if (budget > 0) budget--;
-  void *p = realloc(ptr, nsize);
-  if (p && !ptr) live_allocs++;
-  return p;
-}
+#include "budget_alloc.h"
 
 /* Fails the k-th allocation of kvbm_publisher_new (and the subscription's)
  * for every k until it succeeds: each a clean KVBM_ENOMEM, nothing left. */
@@ -255,7 +240,7 @@ static void test_alloc_failure(void) {
     }
   }
   ok(clean && k > 3 && k < 100, "every one of the %d allocations failing: KVBM_ENOMEM, nothing leaked", k);
-  ok(failures >= k, "each attempt hit a failure (%ld in all)", failures);
+  ok(budget_failures >= k, "each attempt hit a failure (%ld in all)", budget_failures);
   (void)kvbm__events_created(ev, at(1));
   ev_run(loop, 0);
   kvbm_publisher_free(p);
