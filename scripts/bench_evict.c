@@ -12,46 +12,34 @@
 #include <string.h>
 
 #include "kvbm.h"
+#include "kvbm_trace.h"
 
 typedef struct {
   uint32_t *ids;
   size_t n; /* full blocks */
 } request;
 
-/* The "input_length" and "hash_ids" of one JSONL line (a bench, not a
- * parser: the engine's strict loader lives in kvbm_trace). */
-static int parse_line(const char *line, size_t trace_block, request *r) {
-  const char *il = strstr(line, "\"input_length\""), *hs = strstr(line, "\"hash_ids\"");
-  if (!il || !hs) return -1;
-  il = strchr(il, ':');
-  hs = strchr(hs, '[');
-  if (!il || !hs) return -1;
-  size_t want = strtoull(il + 1, NULL, 10) / trace_block, cap = 16, n = 0;
-  r->ids = malloc(cap * sizeof *r->ids);
-  for (const char *p = hs + 1; *p && *p != ']';) {
-    char *end;
-    unsigned long long v = strtoull(p, &end, 10);
-    if (end == p) { p++; continue; }
-    if (n == cap) r->ids = realloc(r->ids, (cap *= 2) * sizeof *r->ids);
-    r->ids[n++] = (uint32_t)v;
-    p = end;
-  }
-  r->n = n < want ? n : want;
-  return 0;
-}
-
+/* The trace through kvbm_trace (the engine's JSONL loader): hash id h is
+ * trace_block copies of the token h, so block i of a request is the id
+ * tokens[i * trace_block] and only full blocks are kept. */
 static request *load(const char *path, size_t trace_block, size_t *count) {
-  FILE *f = fopen(path, "r");
-  if (!f) return NULL;
-  size_t cap = 1024, n = 0, len = 0;
-  char *line = NULL;
-  request *rs = malloc(cap * sizeof *rs);
-  while (getline(&line, &len, f) > 0) {
-    if (n == cap) rs = realloc(rs, (cap *= 2) * sizeof *rs);
-    if (parse_line(line, trace_block, &rs[n]) == 0) n++;
+  kvbm_trace_options opts = {.format = KVBM_TRACE_JSONL, .trace_block_size = (uint32_t)trace_block};
+  kvbm_trace_error err;
+  kvbm_trace *t;
+  if (kvbm_trace_load_path(path, &opts, &t, &err) < 0) {
+    fprintf(stderr, "bench_evict: %s\n", err.message);
+    return NULL;
   }
-  free(line);
-  fclose(f);
+  size_t n = kvbm_trace_count(t);
+  request *rs = malloc((n ? n : 1) * sizeof *rs);
+  for (size_t r = 0; r < n; r++) {
+    size_t ntok;
+    const uint32_t *tok = kvbm_trace_tokens(t, r, &ntok);
+    rs[r].n = ntok / trace_block;
+    rs[r].ids = malloc((rs[r].n + 1) * sizeof *rs[r].ids);
+    for (size_t i = 0; i < rs[r].n; i++) rs[r].ids[i] = tok[i * trace_block];
+  }
+  kvbm_trace_free(t);
   *count = n;
   return rs;
 }

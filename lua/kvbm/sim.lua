@@ -151,7 +151,7 @@ local function events_report(o, events)
   local closed, cerr = events.pub:close()
   local ps = events.pub:stats()
   return { published = ps.events, batches = ps.batches, errors = ps.errors, lost = ps.lost,
-    sink = o.nats or "counted in process", close_error = not closed and tostring(cerr) or nil,
+    sink = o.nats or "a counting sink in process", close_error = not closed and tostring(cerr) or nil,
     nats = o.nats and events.sink:stats() or nil }
 end
 
