@@ -222,6 +222,46 @@ describe("kvbm sim --mode timed", function()
     os.remove(t)
   end)
 
+  it("reports the queue wait: arrival to first scheduled step", function()
+    -- budget 64: A runs alone in step 1 (its first token ends the step), B
+    -- is first scheduled at the start of step 2, when A's TTFT has passed
+    local t = write(line(0, helpers.range(64, 1)) .. line(1, helpers.range(64, 100)))
+    local r = sim_json(q(t) .. " --mode timed --g2 0 --max-batched-tokens 64")
+    assert.are.equal(0, r.queue_ms.p50) -- A
+    assert.are.equal(r.ttft_ms.p50, r.queue_ms.p99) -- B waited exactly A's TTFT
+    assert.near(r.ttft_ms.p50 / 2, r.queue_ms.mean, 1e-9)
+    assert.is_false(r.saturated)
+    os.remove(t)
+  end)
+
+  it("says when the engine fell behind the arrivals, and not when it kept up", function()
+    local function jsonl(gap_ms)
+      local out = {}
+      for i = 0, 199 do
+        out[#out + 1] = ('{"timestamp": %d, "input_length": 2048, "output_length": 8, "hash_ids": [%d, %d, %d, %d]}\n')
+          :format(i * gap_ms, 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4)
+      end
+      return write(table.concat(out))
+    end
+    -- 200 prompts of 2048 tokens every 5 ms: a sustained stream one engine cannot serve
+    local burst, spread = jsonl(5), jsonl(100000)
+    local args = " --mode timed --g2 0 --block-size 16 --trace-block-size 512"
+    local r = sim_json(q(burst) .. args)
+    assert.is_true(r.saturated)
+    assert.is_true(r.sim_s > r.arrivals_s * 10)
+    local text = sim(q(burst) .. args)
+    assert.matches("overloaded: the arrivals span 1.0 s but serving them took", text, 1, true)
+    assert.matches("it kept up with about --arrival-speedup", text, 1, true)
+    r = sim_json(q(spread) .. args)
+    assert.is_false(r.saturated)
+    assert.near(199 * 100, r.arrivals_s, 1e-9)
+    assert.is_nil(sim(q(spread) .. args):find("overloaded", 1, true))
+    -- --arrival-speedup divides the span
+    assert.near(199 * 10, sim_json(q(spread) .. args .. " --arrival-speedup 10").arrivals_s, 1e-9)
+    os.remove(burst)
+    os.remove(spread)
+  end)
+
   it("caps the cached prefix at (prompt_tokens - 1) // block_size blocks", function()
     local t = write(line(0, helpers.range(64, 1)) .. line(1, helpers.range(64, 1)))
     -- budget 64: A alone in step 1 (and done); B in step 2 finds 3 of its 4 blocks

@@ -312,10 +312,11 @@ local function run_timed(o, requests, wall, events)
     offloads_skipped = st.offloads_skipped, tiers = {}, loop_s = loop_s, loop_cpu_s = loop_cpu_s, partial = partial or nil,
     first_admission_reuse = st.prompt_tokens > 0 and st.first_cached_tokens / st.prompt_tokens or 0,
     first_cached_tokens = st.first_cached_tokens, prompt_tokens = st.prompt_tokens,
-    ttft_ms = report.summary(st.ttft), itl_ms = report.summary(st.itl), e2e_ms = report.summary(st.e2e),
+    ttft_ms = report.summary(st.ttft), queue_ms = report.summary(st.queue), itl_ms = report.summary(st.itl), e2e_ms = report.summary(st.e2e),
     ttft_list = st.ttft, output_tokens = st.output_tokens, sim_s = e.now / 1000,
     output_tok_s = e.now > 0 and st.output_tokens / (e.now / 1000) or 0, preemptions = st.preemptions,
-    steps = st.steps, finished = e.done }
+    steps = st.steps, finished = e.done, arrivals_s = e:arrival_span_ms() / 1000,
+    arrival_speedup = o.arrival_speedup }
   local s = e.samples
   local xs = {}
   for i, t in ipairs(s.t) do xs[i] = t / 1000 end

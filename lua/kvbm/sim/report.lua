@@ -9,7 +9,26 @@ local M = {}
 
 M.TIERS = { "G1", "G2", "G3" }
 
---- { mean, p50, p90, p99 } of a list of numbers (nearest rank).
+-- The latency rows of a timed report: label, key (each a summary of ms).
+local LATENCIES = {
+  { "queue wait", "queue_ms" }, -- arrival to first scheduled step
+  { "TTFT", "ttft_ms" },
+  { "inter-token", "itl_ms" },
+  { "end-to-end", "e2e_ms" },
+}
+
+--- True when the modelled engine fell behind the trace's arrivals: the
+--- backlog left after the last arrival (the run's end minus the arrival
+--- span) is over a tenth of that span and over three mean service times
+--- (end-to-end minus queue wait), so waiting, not serving, made the latency.
+function M.saturated(r)
+  local q, e = r.queue_ms, r.e2e_ms
+  if not (q and e and r.arrivals_s and r.sim_s) or e.n == 0 then return false end
+  local backlog_s, service_s = r.sim_s - r.arrivals_s, (e.mean - q.mean) / 1000
+  return backlog_s > r.arrivals_s / 10 and backlog_s > 3 * service_s
+end
+
+--- { mean, p50, p90, p99, n } of a list of numbers (nearest rank).
 function M.summary(xs)
   local n = #xs
   if n == 0 then return { mean = 0, p50 = 0, p90 = 0, p99 = 0, n = 0 } end
@@ -53,12 +72,18 @@ function M.text(rep_)
     w("first-admission reuse %s of prompt tokens (%s of %s cached in any tier when each request was first scheduled)\n",
       pct(r.first_admission_reuse), thousands(r.first_cached_tokens), thousands(r.prompt_tokens))
     w("%-22s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p99")
-    for _, k in ipairs { { "TTFT", "ttft_ms" }, { "inter-token", "itl_ms" }, { "end-to-end", "e2e_ms" } } do
+    for _, k in ipairs(LATENCIES) do
       local s = r[k[2]]
       w("%-22s %10.1f %10.1f %10.1f %10.1f\n", k[1], s.mean, s.p50, s.p90, s.p99)
     end
     w("output %s tokens in %.1f s simulated: %.1f tokens/s; %d preemptions; %d steps\n", thousands(r.output_tokens),
       r.sim_s, r.output_tok_s, r.preemptions, r.steps)
+    if M.saturated(r) then
+      w("overloaded: the arrivals span %.1f s but serving them took %.1f s; requests waited %.1f s on average "
+        .. "for their first step: the trace offers more than this one engine serves (it kept up with about "
+        .. "--arrival-speedup %.2g)\n", r.arrivals_s, r.sim_s, r.queue_ms.mean / 1000,
+        (r.arrival_speedup or 1) * r.arrivals_s / r.sim_s)
+    end
   end
   if r.events then
     w("events: %d published in %d batches to %s (%d sink errors, %d lost)\n", r.events.published, r.events.batches,
@@ -139,13 +164,14 @@ function M.json_object(r)
     end
   end
   if r.mode == "timed" then
-    for _, k in ipairs { "first_admission_reuse", "ttft_ms", "itl_ms", "e2e_ms", "output_tok_s", "preemptions",
-      "cache_visibility", "sim_s", "steps", "prompt_tokens", "first_cached_tokens", "output_tokens" } do
+    for _, k in ipairs { "first_admission_reuse", "output_tok_s", "preemptions", "cache_visibility", "sim_s",
+      "steps", "prompt_tokens", "first_cached_tokens", "output_tokens", "arrivals_s", "arrival_speedup" } do
       o[k] = r[k]
     end
-    for _, k in ipairs { "ttft_ms", "itl_ms", "e2e_ms" } do
-      o[k] = { mean = r[k].mean, p50 = r[k].p50, p90 = r[k].p90, p99 = r[k].p99 }
+    for _, k in ipairs(LATENCIES) do
+      o[k[2]] = { mean = r[k[2]].mean, p50 = r[k[2]].p50, p90 = r[k[2]].p90, p99 = r[k[2]].p99 }
     end
+    o.saturated = M.saturated(r)
   else
     o.window = r.window
   end

@@ -253,7 +253,7 @@ function M.new(o, requests)
     samples = { t = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } },
     stats = { requests = #requests, rejected = 0, blocks = 0, hits = { G1 = 0, G2 = 0, G3 = 0 }, onboards = 0,
       offloads = 0, offloads_skipped = 0, preemptions = 0, steps = 0, prompt_tokens = 0, first_cached_tokens = 0,
-      output_tokens = 0, ttft = {}, itl = {}, e2e = {} } }, Engine)
+      output_tokens = 0, ttft = {}, queue = {}, itl = {}, e2e = {} } }, Engine)
   e.ctx = setmetatable({ e = e, tiers = e }, Ctx)
   e.coeff, e.step_ms = timing.model(o.timing or timing.coefficients(), o.kv_bytes_per_token)
   for _, name in ipairs(TIERS) do
@@ -283,6 +283,12 @@ function M.new(o, requests)
   end
   e.next_arrival = 1
   return e
+end
+
+--- The time from the first arrival to the last (ms, after --arrival-speedup).
+function Engine:arrival_span_ms()
+  local f = self.future
+  return #f > 0 and f[#f].arrival - f[1].arrival or 0
 end
 
 function Engine:arrive()
@@ -358,6 +364,7 @@ function Engine:admit(r, budget)
     if first then
       r.first = false
       r.first_sched = self.now
+      st.queue[#st.queue + 1] = self.now - r.arrival
       st.prompt_tokens = st.prompt_tokens + r.n
     end
     if nrun > 0 then
