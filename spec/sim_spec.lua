@@ -49,6 +49,34 @@ local function user_error(args, pattern)
   return out
 end
 
+-- The DOM of the --html page of `kvbm sim ARGS --html PAGE TAIL` as headless
+-- Chromium renders it (the page is checked to be self-contained first); nil
+-- (the spec marked pending) when no chromium is installed.
+local function rendered(args, tail)
+  local chromium
+  for _, c in ipairs { "chromium", "chromium-browser" } do
+    if select(2, helpers.run("command -v " .. c .. " >/dev/null 2>&1")) == 0 then chromium = c break end
+  end
+  if not chromium then
+    pending("chromium is not installed (scripts/bootstrap installs it): the HTML page was not rendered")
+    return nil
+  end
+  local page = os.tmpname() .. ".html"
+  local out, status = sim(args .. " --html " .. q(page) .. " " .. (tail or ""))
+  assert.are.equal(0, status, out)
+  local html = assert(io.open(page)):read("a")
+  assert.is_nil(html:find("https?://[^\"]*%.js") or html:find("<script", 1, true) or html:find("<link", 1, true))
+  local profile = os.tmpname()
+  os.remove(profile)
+  local dom, st = helpers.run("timeout 120 " .. chromium .. " --headless --no-sandbox --disable-gpu --disable-background-networking"
+    .. " --disable-component-update --disable-sync --no-first-run --user-data-dir=" .. q(profile)
+    .. " --dump-dom " .. q("file://" .. page) .. " 2>/dev/null")
+  helpers.run("rm -rf " .. q(profile))
+  os.remove(page)
+  assert.are.equal(0, st, "chromium failed")
+  return dom
+end
+
 describe("kvbm sim option errors", function()
   local trace
   setup(function() trace = write(line(0, helpers.range(40, 1))) end)
@@ -81,6 +109,9 @@ describe("kvbm sim option errors", function()
     user_error(q(trace) .. " --compare", "--compare needs at least one configuration")
     user_error(q(trace) .. " --compare lru nonsense", "--compare: 'nonsense' is not a backend")
     user_error(q(trace) .. " --compare '--g1 x'", "--g1 needs a non-negative integer, not 'x'")
+    user_error(q(trace) .. " --compare all lru", "--compare all compares every backend and takes no other configuration (given: all lru)")
+    user_error(q(trace) .. " --compare lru all", "--compare all compares every backend and takes no other configuration (given: lru all)")
+    user_error(q(trace) .. " --compare alll", "--compare: 'alll' is not a backend")
   end)
 
   it("checks --timing files", function()
@@ -397,27 +428,8 @@ describe("kvbm sim reports", function()
   end)
 
   it("--html writes a self-contained page whose charts have data points (headless Chromium)", function()
-    local chromium
-    for _, c in ipairs { "chromium", "chromium-browser" } do
-      if select(2, helpers.run("command -v " .. c .. " >/dev/null 2>&1")) == 0 then chromium = c break end
-    end
-    if not chromium then
-      pending("chromium is not installed (scripts/bootstrap installs it): the HTML page was not rendered")
-      return
-    end
-    local page = os.tmpname() .. ".html"
-    local _, status = sim(q(trace) .. " --mode timed --g1 64 --g2 64 --quiet --html " .. q(page) .. " --compare lru lineage")
-    assert.are.equal(0, status)
-    local html = assert(io.open(page)):read("a")
-    assert.is_nil(html:find("https?://[^\"]*%.js") or html:find("<script", 1, true) or html:find("<link", 1, true))
-    local profile = os.tmpname()
-    os.remove(profile)
-    local dom, st = helpers.run("timeout 120 " .. chromium .. " --headless --no-sandbox --disable-gpu --disable-background-networking"
-      .. " --disable-component-update --disable-sync --no-first-run --user-data-dir=" .. q(profile)
-      .. " --dump-dom " .. q("file://" .. page) .. " 2>/dev/null")
-    helpers.run("rm -rf " .. q(profile))
-    os.remove(page)
-    assert.are.equal(0, st, "chromium failed")
+    local dom = rendered(q(trace) .. " --mode timed --g1 64 --g2 64 --quiet", "--compare lru lineage")
+    if not dom then return end
     local charts = select(2, dom:gsub("<svg[^>]*class=\"chart\"", ""))
     assert.are.equal(3, charts, "three charts rendered")
     local series = 0
@@ -562,5 +574,84 @@ describe("kvbm sim backends (the offline optimum)", function()
       assert.is_true(rate.optimal >= rate[name], name .. " " .. rate[name] .. " > optimal " .. rate.optimal)
     end
     assert.is_true(rate.optimal > rate.lru, "optimal " .. rate.optimal .. ", lru " .. rate.lru)
+  end)
+end)
+
+describe("kvbm sim --compare all", function()
+  local all = require("kvbm").backends
+  local REPLAY = "--requests 300 --mode replay --block-size 64 --window 1 --g2 0 --g1 96"
+
+  it("runs every backend of --list-backends, in its order, optimal included in replay mode", function()
+    local reps = sim_json(REPLAY, "--compare all")
+    local labels = {}
+    for i, r in ipairs(reps) do
+      labels[i] = r.label
+      assert.are.equal("replay", r.mode)
+      assert.are.equal(r.label, r.tiers.G1.backend, "the column runs its backend in G1")
+    end
+    assert.are.same(all, labels)
+    -- each column is the plain run with that backend
+    local one = sim_json(REPLAY .. " --backend depth")
+    for _, r in ipairs(reps) do if r.label == "depth" then assert.are.equal(one.hits, r.hits) end end
+  end)
+
+  it("prints the share of the LRU -> optimal gap each backend closes", function()
+    local reps = sim_json(REPLAY, "--compare all")
+    local rate = {}
+    for _, r in ipairs(reps) do rate[r.label] = r.hit_rate end
+    assert.is_true(rate.optimal > rate.lru, "a gap to close on this trace")
+    local out, status = sim(REPLAY .. " --quiet --compare all")
+    assert.are.equal(0, status, out)
+    local row = out:match("\nLRU %-> optimal gap closed( [^\n]*)")
+    assert.is_truthy(row, out)
+    local cells = {}
+    for v in row:gmatch("(%-?[%d.]+) %%") do cells[#cells + 1] = v end
+    assert.are.equal(#all, #cells, row)
+    for i, name in ipairs(all) do
+      local want = string.format("%.2f", 100 * (rate[name] - rate.lru) / (rate.optimal - rate.lru))
+      assert.are.equal(want, cells[i], name)
+    end
+    -- no row without both bounds
+    out = sim(REPLAY .. " --quiet --compare lru depth")
+    assert.is_nil(out:find("gap closed", 1, true), out)
+  end)
+
+  it("skips optimal in timed mode with a note on standard error, and runs the others", function()
+    local err_path = os.tmpname()
+    local out, status = helpers.run(q(kvbm_bin) .. " sim --requests 60 --mode timed --g1 512 --g2 0 --quiet --json"
+      .. " --compare all 2>" .. q(err_path))
+    local err = assert(io.open(err_path)):read("a")
+    os.remove(err_path)
+    assert.are.equal(0, status, out .. err)
+    assert.are.equal("kvbm sim: --compare all: optimal skipped (the offline optimum needs --mode replay)\n", err)
+    local labels = {}
+    for i, r in ipairs(cjson.decode(out)) do labels[i] = r.label end
+    local want = {}
+    for _, name in ipairs(all) do if name ~= "optimal" then want[#want + 1] = name end end
+    assert.are.same(want, labels)
+  end)
+
+  it("--html draws one bar per backend, the optimum as the upper bound and LRU marked (headless Chromium)", function()
+    local dom = rendered(REPLAY .. " --quiet", "--compare all")
+    if not dom then return end
+    local reps = sim_json(REPLAY, "--compare all")
+    assert.are.equal(1, select(2, dom:gsub('<svg[^>]*class="chart bars"', "")), "one bar chart")
+    local bars, kinds = {}, {}
+    for name, value, kind in dom:gmatch('<rect class="bar" data%-name="([^"]*)" data%-value="([%d.]+)" data%-kind="([^"]*)"') do
+      bars[#bars + 1] = { name = name, value = tonumber(value) }
+      if kind ~= "" then kinds[kind] = (kinds[kind] or "") .. name end
+    end
+    assert.are.equal(#all, #bars, "one bar per backend")
+    for i, r in ipairs(reps) do
+      assert.are.equal(r.label, bars[i].name)
+      assert.is_true(math.abs(r.hit_rate - bars[i].value) < 1e-6, r.label .. ": the bar shows its hit rate")
+    end
+    assert.are.same({ optimum = "optimal", baseline = "lru" }, kinds)
+    assert.is_truthy(dom:find('<line class="optimum"', 1, true), "the upper bound is drawn across")
+    assert.is_truthy(dom:find('<line class="baseline"', 1, true), "LRU's level is drawn across")
+    assert.matches("upper bound:", dom, 1, true)
+    -- the line charts are still there: hit rate and occupancy, one G1 line per backend
+    local series = select(2, dom:gsub('<polyline class="series"', ""))
+    assert.are.equal(2 * #all, series)
   end)
 end)

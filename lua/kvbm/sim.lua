@@ -100,9 +100,12 @@ local MODE_DEFAULTS = {
   timed = { g1 = 32768, g2 = 131072, g1_backend = "lru" },
 }
 
+-- The mode of a run: --mode, or by the trace's format.
+local function mode_of(o, fmt) return o.mode or (fmt == "jsonl" and "timed" or "replay") end
+
 --- Completes o for a run: mode, defaults, hook tables (checked at load).
 local function prepare(o, fmt)
-  o.mode = o.mode or (fmt == "jsonl" and "timed" or "replay")
+  o.mode = mode_of(o, fmt)
   for k, v in pairs(MODE_DEFAULTS[o.mode]) do if o[k] == nil then o[k] = v end end
   o.policy_table = o.policy and hooks.load("tier", o.policy, "--policy") or default_policy()
   o.scheduler_table = o.scheduler and hooks.load("scheduler", o.scheduler, "--scheduler") or {}
@@ -387,7 +390,9 @@ local function main(args)
   local load_s = wall() - w0
   local configs = {}
   if o.compare then
-    for i, spec in ipairs(o.compare) do
+    local list, note = options.compare_list(o.compare, mode_of(o, fmt))
+    if note then stderr:write("kvbm sim: ", note, "\n") end
+    for i, spec in ipairs(list) do
       local c, label = options.configuration(o, spec)
       c.compare, c.label = nil, label
       configs[i] = c
@@ -403,19 +408,20 @@ local function main(args)
     reps[i] = r
     if r.partial then break end
   end
+  local compare_text = o.compare and report.compare(reps)
   if o.json then
     local objs = {}
     for i, r in ipairs(reps) do objs[i] = report.json_object(r) end
     stdout:write(report.json(o.compare and objs or objs[1]), "\n")
   elseif o.compare then
-    stdout:write(report.compare(reps))
+    stdout:write(compare_text)
   else
     stdout:write(reps[1].text)
   end
   if o.html then
     local f, err = open(o.html, "w")
     if not f then fail("--html: cannot write " .. o.html .. ": " .. tostring(err)) end
-    f:write(require("kvbm.sim.html").page(reps))
+    f:write(require("kvbm.sim.html").page(reps, compare_text or nil))
     f:close()
   end
   local partial, close_error = false, false

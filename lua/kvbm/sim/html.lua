@@ -1,7 +1,9 @@
 -- kvbm.sim.html: `kvbm sim --html FILE`, one self-contained page (inline
 -- SVG, no script, nothing fetched): hit rate per tier over time, pool
 -- occupancy per tier over time, and the TTFT distribution; with --compare,
--- one line per configuration (and tier).
+-- one line per configuration (and tier), and first a bar chart of each
+-- configuration's hit rate (LRU and the offline optimum marked).
+local report = require "kvbm.sim.report"
 local ipairs, format, concat, sort, max, min, floor, huge =
   ipairs, string.format, table.concat, table.sort, math.max, math.min, math.floor, math.huge
 local _ENV = nil
@@ -66,6 +68,56 @@ function M.chart(title, xlabel, ylabel, series, ymax)
   return concat(out, "\n")
 end
 
+-- the fills of bar charts: an ordinary bar, LRU (the baseline), the optimum
+local BAR, BASELINE, OPTIMUM = "#1f77b4", "#ff7f0e", "#9e9e9e"
+
+--- An SVG bar chart of fractions: bars = { { name =, value =, kind =
+--- "baseline"|"optimum"|nil, note = } ... }. The optimum's height is drawn
+--- across as the upper bound, and LRU's as the baseline; note (e.g. the gap
+--- closed) is written over the bar's value.
+function M.bars(title, ylabel, bars)
+  local y1 = 0
+  for _, b in ipairs(bars) do y1 = max(y1, b.value) end
+  y1 = min(1, max(0.1, floor(y1 * 10 + 1) / 10)) -- the next 10 % above the tallest bar
+  local bw, bl, bb = W + 80, L, 70 -- wider than the line charts, room for the names below
+  local pw, ph = bw - bl - 110, H - T - bb -- the bounds are named right of the plot
+  local function py(y) return T + ph - y / y1 * ph end
+  local out = { format('<svg xmlns="http://www.w3.org/2000/svg" class="chart bars" width="%d" height="%d" viewBox="0 0 %d %d">', bw, H, bw, H),
+    format('<text x="%d" y="18" font-size="14" font-weight="bold">%s</text>', bl, esc(title)),
+    format('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#999"/>', bl, T, pw, ph),
+    format('<text x="12" y="%d" font-size="11" transform="rotate(-90 12 %d)" text-anchor="middle">%s</text>',
+      T + ph // 2, T + ph // 2, esc(ylabel)) }
+  for k = 0, 4 do
+    local y = y1 * k / 4
+    out[#out + 1] = format('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" font-size="10" text-anchor="end">%.0f%%</text>',
+      bl, bl + pw, py(y), py(y), bl - 4, py(y) + 3, y * 100)
+  end
+  local slot = pw / max(1, #bars)
+  for i, b in ipairs(bars) do
+    local x, w = bl + (i - 1) * slot + slot * 0.15, slot * 0.7
+    local fill = b.kind == "optimum" and OPTIMUM or b.kind == "baseline" and BASELINE or BAR
+    out[#out + 1] = format('<rect class="bar" data-name="%s" data-value="%.6f" data-kind="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>',
+      esc(b.name), b.value, b.kind or "", x, py(b.value), w, T + ph - py(b.value), fill)
+    out[#out + 1] = format('<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle">%.2f%%</text>', x + w / 2, py(b.value) - 3, 100 * b.value)
+    if b.note then
+      out[#out + 1] = format('<text x="%.1f" y="%.1f" font-size="9" fill="#555" text-anchor="middle">%s</text>', x + w / 2, py(b.value) - 14, esc(b.note))
+    end
+    out[#out + 1] = format('<text x="%.1f" y="%d" font-size="11" text-anchor="end" transform="rotate(-35 %.1f %d)">%s</text>',
+      x + w / 2, T + ph + 14, x + w / 2, T + ph + 14, esc(b.name))
+  end
+  for _, b in ipairs(bars) do -- the bounds, over the bars
+    if b.kind then
+      local c, what = b.kind == "optimum" and "#333" or BASELINE, b.kind == "optimum" and "upper bound" or "baseline"
+      out[#out + 1] = format('<line class="%s" x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6 4"/>'
+        .. '<text x="%d" y="%.1f" font-size="10" fill="%s">%s:</text><text x="%d" y="%.1f" font-size="10" fill="%s">%s %.2f%%</text>',
+        b.kind, bl, bl + pw + 6, py(b.value), py(b.value), c, bl + pw + 8, py(b.value) - 2, c, what,
+        bl + pw + 8, py(b.value) + 10, c, esc(b.name), 100 * b.value)
+    end
+  end
+  out[#out + 1] = "</svg>"
+  return concat(out, "\n")
+end
+
 -- The empirical distribution function of xs.
 local function cdf(xs)
   local s = {}
@@ -76,8 +128,24 @@ local function cdf(xs)
   return s, ys
 end
 
---- The page for the reports reps (one, or one per --compare configuration).
-function M.page(reps)
+-- The bar chart of a --compare run: each configuration's hit rate, the
+-- optimum and LRU marked, and the gap each closes.
+local function compare_bars(reps)
+  local lru, opt = report.bounds(reps)
+  local gap = report.gap_closed(reps)
+  local bars = {}
+  for i, r in ipairs(reps) do
+    local g = r ~= lru and r ~= opt and gap(r)
+    bars[i] = { name = r.label, value = r.hit_rate, kind = r == opt and "optimum" or r == lru and "baseline" or nil,
+      note = g and format("gap %.0f%%", 100 * g) or nil }
+  end
+  local title = "hits in any tier / full blocks looked up" .. (lru and opt and "; gap: share of LRU -> optimum closed" or "")
+  return title, bars
+end
+
+--- The page for the reports reps (one, or one per --compare configuration;
+--- compare_text: the --compare table).
+function M.page(reps, compare_text)
   local timed = reps[1].mode == "timed"
   local xlabel = timed and "simulated time (s)" or "requests replayed"
   local hit, occ, ttft = {}, {}, {}
@@ -107,6 +175,16 @@ function M.page(reps)
   local out = { '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>kvbm sim report</title>',
     '<style>body{font-family:sans-serif;margin:2em;max-width:900px}pre{background:#f6f6f6;padding:1em;overflow:auto}</style></head><body>',
     "<h1>kvbm sim</h1>" }
+  local r1 = reps[1]
+  out[#out + 1] = format("<p>%s%d requests, %s mode, block size %d, G1 %d blocks%s</p>",
+    r1.trace and esc("trace: " .. r1.trace .. "; ") or "", r1.requests, r1.mode, r1.block_size, r1.tiers.G1.blocks,
+    #reps > 1 and format("; %d configurations compared", #reps) or "")
+  if #reps > 1 then
+    out[#out + 1] = "<h2>Hit rate per configuration</h2>"
+    local title, bars = compare_bars(reps)
+    out[#out + 1] = M.bars(title, "hit rate", bars)
+    if compare_text then out[#out + 1] = "<pre>" .. esc(compare_text) .. "</pre>" end
+  end
   for _, r in ipairs(reps) do out[#out + 1] = "<pre>" .. esc(r.text) .. "</pre>" end
   out[#out + 1] = "<h2>Hit rate per tier over time</h2>"
   out[#out + 1] = M.chart("hits in the tier / full blocks looked up (moving window)", xlabel, "hit rate", hit, 1)

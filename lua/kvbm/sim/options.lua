@@ -11,6 +11,8 @@ local M = {}
 -- every built-in backend of the engine (KVBM_BACKEND_MAP), "optimal" included
 M.BACKENDS = {}
 for i, name in ipairs(engine_backends) do M.BACKENDS[i] = name end
+-- `--compare all`: every name of M.BACKENDS, in that order
+M.ALL = "all"
 M.MODES = { "replay", "timed" }
 M.FORMATS = { "jsonl", "text" }
 M.VISIBILITY = { "computed", "finished", "scheduled" }
@@ -48,7 +50,7 @@ M.LIST = {
   { "--json", "json", "flag", false, "print the report as one JSON object (an array with --compare)" },
   { "--html", "html", "text", nil, "write a self-contained HTML page of charts to FILE" },
   { "--quiet", "quiet", "flag", false, "no progress line" },
-  { "--compare", "compare", "rest", nil, "the rest of the arguments: configurations to compare (backend names, policy files, quoted options)" },
+  { "--compare", "compare", "rest", nil, "the rest of the arguments: configurations to compare (backend names, policy files, quoted options; all: every backend)" },
   { "--list-backends", "list_backends", "flag", false, "print every backend name --backend accepts, one a line (optimal: Belady's offline optimum, replay mode)" },
   { "--help", "help", "flag", false, "this text" },
 }
@@ -114,6 +116,12 @@ function M.parse(args, base)
         local rest = {}
         for k = i + 1, #args do rest[#rest + 1] = args[k] end
         if #rest == 0 then fail("--compare needs at least one configuration") end
+        for _, c in ipairs(rest) do
+          if c == M.ALL and #rest > 1 then
+            fail("--compare " .. M.ALL .. " compares every backend and takes no other configuration (given: "
+              .. concat(rest, " ") .. ")")
+          end
+        end
         o.compare = rest
         break
       else
@@ -142,6 +150,22 @@ function M.parse(args, base)
   end
   if o.g1 == 0 then fail("--g1 must be positive") end
   return o
+end
+
+--- The configurations of --compare list in mode: `all` becomes every
+--- backend; returns them and a note on what was left out, or nil. The
+--- offline optimum needs the replay's known order: skipped in timed mode.
+function M.compare_list(list, mode)
+  if list[1] ~= M.ALL then return list end
+  local out, note = {}, nil
+  for _, name in ipairs(M.BACKENDS) do
+    if name == "optimal" and mode ~= "replay" then
+      note = "--compare all: optimal skipped (the offline optimum needs --mode replay)"
+    else
+      out[#out + 1] = name
+    end
+  end
+  return out, note
 end
 
 --- The options of one --compare configuration: a backend name, a .lua

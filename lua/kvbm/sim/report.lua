@@ -124,8 +124,29 @@ local ROWS = {
   { "ns per block", function(r) return r.ns_per_block end, function(x) return format("%.0f", x) end },
 }
 
+--- The configurations labelled lru and optimal among reps (the baseline
+--- and the upper bound of `--compare all`), each nil when absent.
+function M.bounds(reps)
+  local lru, opt
+  for _, r in ipairs(reps) do
+    if r.label == "lru" then lru = r elseif r.label == "optimal" then opt = r end
+  end
+  return lru, opt
+end
+
+--- gap(r): the share of the LRU-to-optimum hit-rate gap that r closes (0:
+--- LRU's, 1: the optimum's); nil when reps lack lru or optimal or the gap is 0.
+function M.gap_closed(reps)
+  local lru, opt = M.bounds(reps)
+  if not lru or not opt or opt.hit_rate <= lru.hit_rate then return function() return nil end end
+  return function(r) return (r.hit_rate - lru.hit_rate) / (opt.hit_rate - lru.hit_rate) end
+end
+
 --- The --compare table: one column per configuration.
 function M.compare(reps)
+  local gap = M.gap_closed(reps)
+  local rows = { ROWS[1], { "LRU -> optimal gap closed", gap, pct } }
+  for i = 2, #ROWS do rows[#rows + 1] = ROWS[i] end
   local width = 14
   for _, r in ipairs(reps) do width = max(width, #r.label + 2) end
   local out = { format("kvbm sim --compare: %d configurations, %d requests, %s mode%s\n", #reps, reps[1].requests,
@@ -133,7 +154,7 @@ function M.compare(reps)
   local head = { format("%-32s", "") }
   for _, r in ipairs(reps) do head[#head + 1] = format("%" .. width .. "s", r.label) end
   out[#out + 1] = concat(head) .. "\n"
-  for _, row in ipairs(ROWS) do
+  for _, row in ipairs(rows) do
     local cells, any = { format("%-32s", row[1]) }, false
     for _, r in ipairs(reps) do
       local v = row[2](r)
