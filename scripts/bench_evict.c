@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_backend.h"
 #include "kvbm.h"
 #include "kvbm_trace.h"
 
@@ -42,15 +43,6 @@ static request *load(const char *path, size_t trace_block, size_t *count) {
   kvbm_trace_free(t);
   *count = n;
   return rs;
-}
-
-static int backend_of(const char *name) {
-#define NAME(name, lua_name) lua_name,
-  static const char *const names[] = {KVBM_BACKEND_MAP(NAME)};
-#undef NAME
-  for (int i = 0; i < (int)(sizeof names / sizeof *names); i++)
-    if (strcmp(name, names[i]) == 0) return i;
-  return -1;
 }
 
 /* next_use[r][i]: the next request after r whose prefix holds block i of
@@ -143,7 +135,7 @@ int main(int argc, char **argv) {
   }
   uint64_t **nu = NULL;
   for (int a = 4; a < argc; a++) {
-    int b = backend_of(argv[a]);
+    int b = bench_backend_of(argv[a]);
     if (b < 0) return fprintf(stderr, "bench_evict: unknown backend %s\n", argv[a]), 2;
     if (b == KVBM_BACKEND_OPTIMAL && !nu) nu = next_uses(hashes, rs, nreq);
     size_t rejected;

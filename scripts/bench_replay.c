@@ -11,19 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_backend.h"
 #include "kvbm.h"
 #include "kvbm_trace.h"
 
 #define BLOCK_SIZE 16
-
-static int backend_of(const char *name) {
-#define NAME(name, lua_name) lua_name,
-  static const char *const names[] = {KVBM_BACKEND_MAP(NAME)};
-#undef NAME
-  for (int i = 0; i < (int)(sizeof names / sizeof *names); i++)
-    if (strcmp(name, names[i]) == 0) return i;
-  return -1;
-}
 
 static double clock_ns(clockid_t id) {
   struct timespec ts;
@@ -35,8 +27,8 @@ static double now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 static double cpu_ns(void) { return clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
 
 int main(int argc, char **argv) {
-  if (argc != 5 || backend_of(argv[4]) < 0) {
-    fprintf(stderr, "usage: bench_replay TRACE BLOCK_COUNT WINDOW lineage|lineage_fifo|lru|multi_lru|hashmap\n");
+  if (argc != 5 || bench_backend_of(argv[4]) < 0) {
+    fprintf(stderr, "usage: bench_replay TRACE BLOCK_COUNT WINDOW BACKEND (a kvbm backend name: lru, lineage, ...)\n");
     return 2;
   }
   kvbm_trace *trace;
@@ -55,7 +47,7 @@ int main(int argc, char **argv) {
 
   kvbm_registry *reg;
   kvbm_manager *m;
-  kvbm_backend backend = (kvbm_backend)backend_of(argv[4]);
+  kvbm_backend backend = (kvbm_backend)bench_backend_of(argv[4]);
   if (kvbm_registry_new(NULL, backend == KVBM_BACKEND_MULTI_LRU ? KVBM_FREQUENCY_MEDIUM : KVBM_FREQUENCY_NONE, &reg) < 0)
     return 1;
   kvbm_manager_config cfg = {.block_count = block_count, .block_size = BLOCK_SIZE, .registry = reg,
