@@ -102,6 +102,33 @@ describe("the kvbm program", function()
     assert.matches("1:P5PmJLYPXS4:12KUtXWCDJu", out, 1, true)
   end)
 
+  it("completion offers every kvbm.* module loaded on first use, without loading it", function()
+    local lazy = { "logical", "request", "scheduled", "tiers", "replay", "repl", "sim" }
+    local path = tmpscript([[
+      local complete = require("kvbm.repl").complete
+      local names = {}
+      for _, n in ipairs { ... } do
+        assert(rawget(kvbm, n) == nil or n == "repl", n .. " loaded before the test")
+        names[#names + 1] = table.concat(complete("kvbm." .. n:sub(1, 3)), ",")
+        assert(rawget(kvbm, n) == nil or n == "repl", "completing loaded " .. n)
+      end
+      print(table.concat(names, ";"))
+    ]])
+    local out, status = kvbm(helpers.shell_quote(path) .. " " .. table.concat(lazy, " "))
+    os.remove(path)
+    assert.are.equal(0, status, out)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    local groups = {}
+    for g in (lines[1] .. ";"):gmatch("([^;]*);") do groups[#groups + 1] = g end
+    assert.are.equal(#lazy, #groups, out)
+    for i, n in ipairs(lazy) do
+      local found = false
+      for w in groups[i]:gmatch("[^,]+") do found = found or w == "kvbm." .. n end
+      assert.is_true(found, "kvbm." .. n .. " offered for kvbm." .. n:sub(1, 3) .. ": " .. groups[i])
+    end
+  end)
+
   describe("REPL", function()
     -- script(1) gives the REPL a terminal, as a user would.
     -- HOME is a fresh directory (the REPL keeps its history there), also the
@@ -141,6 +168,11 @@ describe("the kvbm program", function()
         .. "zzf\t = 5\n"
         .. "print('R', ok1, ok2, ok3, zzf)\n", home)
       assert.matches("R\ttrue\ttrue\ttrue\t5", out)
+    end)
+
+    it_editing("completes the kvbm.* modules loaded on first use before that use", function()
+      local out = repl("ok1 = kvbm.sche\t == kvbm.scheduled\nprint('R', ok1)\n", tmpdir())
+      assert.matches("R\ttrue", out)
     end)
 
     it_editing("keeps history in $HOME/.kvbm_history across sessions", function()

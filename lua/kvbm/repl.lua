@@ -81,18 +81,25 @@ local function index(v, k)
   if ok then return r end
 end
 
--- Adds the identifier keys of v, of its __index tables and of theirs.
+local function add_name(out, k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") then out[k] = true end
+end
+
+-- Adds the identifier keys of v, of its __index tables and of theirs, and
+-- the names a metatable's __lazy lists (fields an __index function loads on
+-- first use: the kvbm module's pure-Lua parts, kvbm.tiers and the others).
 local function add_keys(v, out, seen)
   for _ = 1, 8 do -- a bounded __index chain
     if v == nil or seen[v] then return end
     seen[v] = true
     if type(v) == "table" then
-      for k in next, v do
-        if type(k) == "string" and k:match("^[%a_][%w_]*$") then out[k] = true end
-      end
+      for k in next, v do add_name(out, k) end
     end
     local mt = getmetatable(v)
     if type(mt) ~= "table" then return end
+    if type(mt.__lazy) == "table" then
+      for _, k in ipairs(mt.__lazy) do add_name(out, k) end
+    end
     v = mt.__index
     if type(v) ~= "table" then return end
   end

@@ -320,11 +320,13 @@ void *lkvbm_checkudata(lua_State *L, int idx, const char *name) {
 /* ------------------------------------------------------------ module */
 
 /* kvbm.<name> for the pure-Lua parts loads lua/kvbm/<name>.lua on first
- * use, so `kvbm.tiers{...}` works without a separate require. */
+ * use, so `kvbm.tiers{...}` works without a separate require. The module's
+ * metatable lists them as __lazy too, for the REPL's completion. */
+static const char *const lazy_modules[] = {"logical", "request", "scheduled", "tiers", "replay", "repl", "sim", NULL};
+
 static int lazy_index(lua_State *L) {
-  static const char *const lazy[] = {"logical", "request", "scheduled", "tiers", "replay", "repl", "sim", NULL};
   const char *name = lua_tostring(L, 2);
-  for (const char *const *k = lazy; name && *k; k++) {
+  for (const char *const *k = lazy_modules; name && *k; k++) {
     if (strcmp(*k, name) != 0) continue;
     lua_getglobal(L, "require");
     lua_pushfstring(L, "kvbm.%s", name);
@@ -376,9 +378,15 @@ KVBM_API int kvbm_lua_open(lua_State *L) {
   lkvbm_open_nats(L);
   lkvbm_open_trace(L);
   lkvbm_open_tiers(L);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_pushcfunction(L, lazy_index);
   lua_setfield(L, -2, "__index");
+  lua_newtable(L);
+  for (int i = 0; lazy_modules[i]; i++) {
+    lua_pushstring(L, lazy_modules[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "__lazy");
   lua_setmetatable(L, -2);
   return 1;
 }
