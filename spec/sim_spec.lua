@@ -616,6 +616,24 @@ describe("kvbm sim --compare all", function()
     assert.is_nil(out:find("gap closed", 1, true), out)
   end)
 
+  it("gives bench_evict's hit rates (the same replay on the C API) on the bundled sample", function()
+    local bench = helpers.builddir() .. "/scripts/bench_evict"
+    if select(2, helpers.run("test -x " .. q(bench))) ~= 0 then
+      pending("scripts/bench_evict is not built: the sim was not checked against it")
+      return
+    end
+    local sample = helpers.srcdir() .. "/lua/kvbm/sim/data/mooncake_trace_1000.jsonl"
+    local reps = sim_json(q(sample) .. " --mode replay --block-size 512 --trace-block-size 512 --window 1 --g2 0 --g1 1953",
+      "--compare all")
+    local out, status = helpers.run(q(bench) .. " " .. q(sample) .. " 512 1953 " .. table.concat(all, " "))
+    assert.are.equal(0, status, out)
+    local c = {}
+    for name, rate in out:gmatch("(%S+) +blocks +%d+ +hit rate +([%d.]+) %%") do c[name] = rate end
+    for _, r in ipairs(reps) do
+      assert.are.equal(c[r.label], string.format("%.2f", 100 * r.hit_rate), r.label)
+    end
+  end)
+
   it("skips optimal in timed mode with a note on standard error, and runs the others", function()
     local err_path = os.tmpname()
     local out, status = helpers.run(q(kvbm_bin) .. " sim --requests 60 --mode timed --g1 512 --g2 0 --quiet --json"
