@@ -432,6 +432,11 @@ describe("kvbm sim reports", function()
     if not dom then return end
     local charts = select(2, dom:gsub("<svg[^>]*class=\"chart\"", ""))
     assert.are.equal(3, charts, "three charts rendered")
+    -- and the bar chart of the compared configurations: lru marked, no optimum to draw
+    assert.are.equal(1, select(2, dom:gsub('<svg[^>]*class="chart bars"', "")), "one bar chart")
+    assert.are.equal(2, select(2, dom:gsub('<rect class="bar"', "")), "one bar per configuration")
+    assert.is_truthy(dom:find('data%-name="lru" data%-value="[%d.]+" data%-kind="baseline"'), "LRU marked")
+    assert.is_nil(dom:find('<line class="optimum"', 1, true))
     local series = 0
     for name, n in dom:gmatch('<polyline class="series" data%-name="([^"]*)" data%-points="(%d+)"') do
       series = series + 1
