@@ -551,7 +551,7 @@ describe("Lua eviction policies", function()
           if fail then error("remove hook") end
         end,
       })
-      local hs = fill(m, ctx)
+      local hs, keep = fill(m, ctx) -- keep: a collected guard would release hs[5] (one more error)
       assert.are.equal(4, m:metrics().policy_errors, "one per failed on_insert")
       release_all(m:match({ hs[1] }))
       assert.are.equal(6, m:metrics().policy_errors, "on_remove and on_insert failed")
@@ -561,9 +561,10 @@ describe("Lua eviction policies", function()
       assert.are.equal(6, m:metrics().policy_errors)
       assert.is_true(reg:present(hs[5], m))
       check(m)
+      keep:release()
     end)
 
-    it("survives a full garbage collection from inside victims()", function()
+    it("lets a full garbage collection inside victims() release blocks at once", function()
       local m, reg = bad_manager(function(n, _, inner)
         collectgarbage("collect")
         collectgarbage("collect")
@@ -577,62 +578,107 @@ describe("Lua eviction policies", function()
       collectgarbage("stop") -- no automatic cycle before the one inside victims()
       leave_garbage()
       assert.are.equal(4, m:inactive(), "hs[5] is still held by its (unreachable) guard")
-      -- ibs[5] is garbage now: its finalizer must not run mid-eviction
+      -- ibs[5] is garbage now: its finalizer runs inside victims(), between core calls
       local ok, mbs, evicted = pcall(m.allocate_with_evictions, m, 1)
       collectgarbage("restart")
       assert.is_true(ok, mbs)
       assert.are.same({ hs[1] }, evicted)
       assert.are.equal(0, m:metrics().policy_errors)
-      assert.are.equal(3, m:inactive(), "the finalizer was put off, not run mid-eviction")
-      check(m)
-      release_all(mbs)
-      collectgarbage("collect")
-      collectgarbage("collect")
+      assert.are.equal(4, m:inactive(), "the collected guard released its block during victims()")
       assert.is_true(reg:present(hs[5], m))
-      assert.are.equal(4, m:inactive(), "the collected guard released its block afterwards")
+      check(m)
+      -- the policy heard of that release: it is the next victim after hs[2..4]
+      release_all(mbs)
+      local _, more = m:allocate_with_evictions(5)
+      assert.are.same(pick(hs, { 2, 3, 4, 5 }), more)
+      assert.are.equal(0, m:metrics().policy_errors)
       check(m)
     end)
 
+    it("lets victims() collect dropped guards of the very blocks it is choosing among", function()
+      local m, reg, ctx = bad_manager(function(n, c, inner)
+        c.dropped = nil
+        collectgarbage("collect")
+        collectgarbage("collect")
+        c.during = { m = c.m:inactive(), check = kvbm._debug.check(c.m) }
+        return inner.victims(n)
+      end)
+      local hs = roots(5, 1300)
+      local ibs = register(m, hs)
+      release(ibs, { 1, 2 })
+      ctx.dropped = { ibs[3], ibs[4], ibs[5] } -- only the policy's frame may drop them
+      ibs = nil
+      collectgarbage("stop")
+      local mbs, evicted = m:allocate_with_evictions(2)
+      collectgarbage("restart")
+      assert.are.same({ hs[1], hs[2] }, evicted, "the policy's choice, from what it knew")
+      assert.are.equal(5, ctx.during.m, "three guards released inside victims()")
+      assert.is_table(ctx.during.check, "the pool was sound inside victims()")
+      assert.are.equal(0, m:metrics().policy_errors)
+      assert.are.equal(3, m:inactive())
+      for i = 3, 5 do assert.is_true(reg:present(hs[i], m)) end
+      check(m)
+      release_all(mbs)
+    end)
+
     describe("calling back into its own manager from victims()", function()
-      local CALLS = {
+      -- what would make the manager evict, which its own policy decides
+      local REFUSED = {
         allocate = function(ctx) return ctx.m:allocate(1) end,
-        match = function(ctx) return ctx.m:match({ root(1) }) end,
-        scan = function(ctx) return ctx.m:scan({ root(1) }) end,
+        allocate_with_evictions = function(ctx) return ctx.m:allocate_with_evictions(1) end,
+        allocate_set = function(ctx) return ctx.m:allocate_set(1) end,
         reset_inactive = function(ctx) return ctx.m:reset_inactive() end,
         close = function(ctx) return ctx.m:close() end,
+      }
+      -- everything else: no core call is in progress while the policy runs
+      local ALLOWED = {
+        match = function(ctx) return ctx.m:match({ root(1) }) end,
+        scan = function(ctx) return ctx.m:scan({ root(1) }) end,
+        metrics = function(ctx) return ctx.m:metrics().inactive_pool_size end,
+        ["policy_errors"] = function(ctx) return ctx.m:policy_errors() end,
         ["release a block"] = function(ctx) return ctx.block:release() end,
-        ["clone a block"] = function(ctx) return ctx.block:clone() end,
+        ["clone a block"] = function(ctx) return ctx.block:clone():release() end,
         ["read a block's hash"] = function(ctx) return ctx.block:hash() end,
-        ["register a handle"] = function(ctx) return ctx.reg:handle(root(1)) end,
+        ["register a handle"] = function(ctx) return ctx.reg:handle(root(1)):release() end,
         ["release a handle"] = function(ctx) return ctx.handle:release() end,
         ["release a weak block"] = function(ctx) return ctx.weak:release() end,
         ["touch the registry's tracker"] = function(ctx) return ctx.reg:touch(root(1)) end,
         ["use another manager of the registry"] = function(ctx) return ctx.other:allocate(1) end,
+        ["check the pool"] = function(ctx) return assert(kvbm._debug.check(ctx.m)) end,
       }
-      local names = {}
-      for name in pairs(CALLS) do names[#names + 1] = name end
-      table.sort(names)
+      local function sorted(t)
+        local names = {}
+        for name in pairs(t) do names[#names + 1] = name end
+        table.sort(names)
+        return names
+      end
 
-      for _, name in ipairs(names) do
-        it(name .. " raises a re-entrancy error, counted as a policy error", function()
-          local message
-          local m, reg, ctx = bad_manager(function(n, c, inner)
-            local ok, err = pcall(CALLS[name], c)
-            message = not ok and tostring(err) or "no error"
-            if not ok then error(err, 0) end
-            return inner.victims(n)
-          end)
-          ctx.other = assert(kvbm.manager{ blocks = 1, block_size = 4, registry = reg, name = "G2" })
-          local hs, keep = fill(m, ctx)
-          ctx.block = keep
-          ctx.handle = reg:handle(root(999))
-          ctx.weak = keep:downgrade()
-          local mbs, evicted = m:allocate_with_evictions(2)
-          assert.matches("re%-entrant call: a manager of this registry is running its eviction policy", message)
-          assert.is_true(ctx.handle:is_registered(), "the handle still holds its registration")
-          assert.are.equal(hs[5], ctx.weak:hash(), "the weak block is still live")
-          ctx.handle:release()
-          ctx.weak:release()
+      --- A manager whose victims() first runs call(ctx); returns what
+      --- allocate_with_evictions(2) gave and the call's error (or nil).
+      local function run(call)
+        local message
+        local m, reg, ctx = bad_manager(function(n, c, inner)
+          if c.called then return inner.victims(n) end
+          c.called = true -- the first eviction only
+          local ok, err = pcall(call, c)
+          message = not ok and tostring(err) or nil
+          if not ok then error(err, 0) end
+          return inner.victims(n)
+        end)
+        ctx.other = assert(kvbm.manager{ blocks = 1, block_size = 4, registry = reg, name = "G2" })
+        local hs, keep = fill(m, ctx)
+        ctx.block = keep
+        ctx.handle = reg:handle(root(999))
+        ctx.weak = keep:downgrade()
+        local mbs, evicted = m:allocate_with_evictions(2)
+        return m, reg, hs, keep, mbs, evicted, message, ctx
+      end
+
+      for _, name in ipairs(sorted(REFUSED)) do
+        it(name .. " raises a re-entrancy error naming the manager, counted as a policy error", function()
+          local m, reg, hs, keep, mbs, evicted, message, ctx = run(REFUSED[name])
+          assert.matches("re%-entrant call: the eviction policy of manager pool%d+ is running", message)
+          assert.matches("^victims: .*re%-entrant call", select(2, m:policy_errors()))
           assert.are.equal(1, m:metrics().policy_errors)
           assert.are.same(pick(hs, { 1, 2 }), evicted, "the fallback order")
           assert.are.equal(2, #mbs)
@@ -642,15 +688,36 @@ describe("Lua eviction policies", function()
           assert.are.equal(1, keep:use_count())
           assert.is_true(reg:present(hs[5], m))
           assert.are.equal(2, m:inactive())
+          ctx.handle:release()
+          ctx.weak:release()
           release_all(mbs)
           keep:release()
           assert.are.equal(5, m:available())
-          assert.is_not_nil(ctx.other:allocate(1))
+          assert.is_not_nil(m:allocate(5))
           check(m)
         end)
       end
 
-      it("a collected handle waits for the policy to return before it lets go", function()
+      for _, name in ipairs(sorted(ALLOWED)) do
+        it(name .. " works, and the policy's answer is used", function()
+          local m, _, hs, keep, mbs, evicted, message, ctx = run(ALLOWED[name])
+          assert.is_nil(message)
+          assert.are.equal(0, m:metrics().policy_errors, tostring((select(2, m:policy_errors()))))
+          assert.are.same(pick(hs, { 1, 2 }), evicted)
+          assert.are.equal(2, #mbs)
+          check(m)
+          ctx.handle:release()
+          ctx.weak:release()
+          release_all(mbs)
+          keep:release()
+          assert.are.equal(5, m:available())
+          assert.is_not_nil(m:allocate(5))
+          assert.are.equal(0, m:metrics().policy_errors, tostring((select(2, m:policy_errors()))))
+          check(m)
+        end)
+      end
+
+      it("a handle collected inside victims() lets go of its registration at once", function()
         local h, during = root(999), nil
         local m, reg, ctx = bad_manager(function(n, c, inner)
           c.handle = nil
@@ -658,15 +725,45 @@ describe("Lua eviction policies", function()
           during = c.reg:is_registered(h)
           return inner.victims(n)
         end)
-        fill(m, ctx)
+        local _, keep = fill(m, ctx)
         ctx.handle = reg:handle(h)
         local mbs = m:allocate_with_evictions(1)
         assert.are.equal(0, m:metrics().policy_errors)
-        assert.is_true(during, "not released while victims() ran")
-        collectgarbage("collect")
-        collectgarbage("collect")
-        assert.is_false(reg:is_registered(h), "released in a later cycle")
+        assert.is_false(during, "released while victims() ran")
         release_all(mbs)
+        keep:release()
+        check(m)
+      end)
+
+      it("on_events may read the manager and allocate on another one", function()
+        local reg = kvbm.registry{}
+        local other = assert(kvbm.manager{ blocks = 2, block_size = 4, registry = reg })
+        local inner = lru.new()
+        local seen, refused = {}, nil
+        local m
+        m = assert(kvbm.manager{ blocks = 3, block_size = 4, registry = reg, backend = {
+          on_events = function(list)
+            for _, e in ipairs(list) do
+              if e.kind == "insert" then inner.on_insert(e.id, e.hash) elseif e.kind == "remove" then inner.on_remove(e.id) end
+            end
+            seen[#seen + 1] = m:inactive()
+            local b = assert(other:allocate(1))
+            b[1]:release()
+            local ok, err = pcall(m.allocate, m, 1)
+            if not ok then refused = err end
+          end,
+          victims = function(n) return inner.victims(n) end,
+        } })
+        local hs = roots(3, 1400)
+        local ibs = register(m, hs)
+        release_all(ibs)
+        assert.is_true(#seen > 0)
+        assert.are.equal(3, seen[#seen], "the last delivery saw the pool after the call")
+        assert.matches("re%-entrant call: the eviction policy of manager", refused)
+        local _, evicted = m:allocate_with_evictions(2)
+        assert.are.same({ hs[1], hs[2] }, evicted)
+        assert.are.equal(0, m:metrics().policy_errors)
+        assert.are.equal(2, other:available())
         check(m)
       end)
 

@@ -31,6 +31,9 @@ typedef struct kvbm__backend_ops {
   void (*hint)(kvbm__backend *b, uint32_t slot, uint64_t next_use);
   /* delivers what a host's policy has queued; < 0 on failure */
   int (*flush)(kvbm__backend *b);
+  /* a host's policy chooses the next eviction's n victims now, outside the
+   * core call (kvbm_policy_prepare); returns n or KVBM_EBUSY */
+  int (*prepare)(kvbm__backend *b, size_t n);
 } kvbm__backend_ops;
 
 struct kvbm__backend {

@@ -130,18 +130,25 @@ kvbm__backend *kvbm__multi_lru_new(const kvbm_allocator *a, uint32_t nslots,
 
 /* The policy orders victims; this backend keeps the truth (which slots are
  * inactive, in insertion order) so that a wrong answer costs nothing but a
- * fallback to insertion order and a counted error. */
+ * fallback to insertion order and a counted error. The answer comes from
+ * victims() inside the eviction (inline policies) or from the host's
+ * kvbm_policy_prepare before the call (armed, in scratch). calling is set
+ * while a callback runs: the policy is never entered twice, and what
+ * happens meanwhile (a host's garbage collector releasing blocks, say) is
+ * only queued. */
 typedef struct {
   kvbm__backend base;
   kvbm_allocator alloc;
   lists l;
   kvbm_policy policy;
   kvbm_hash *hashes; /* per slot, for on_remove */
-  uint32_t *scratch;
+  uint32_t *scratch; /* the policy's answer */
   uint8_t *picked;
   uint64_t *errors;
   kvbm_policy_event *queue; /* on_events: pending notifications */
   size_t queued, queue_cap;
+  size_t prepared; /* armed: the answer's length in scratch */
+  int armed, calling;
 } policy_backend;
 
 /* Queues one notification for on_events; a queue that cannot grow drops
@@ -160,12 +167,27 @@ static void enqueue(policy_backend *p, unsigned kind, uint32_t slot, kvbm_hash h
   p->queue[p->queued++] = (kvbm_policy_event){.hash = h, .block_id = slot, .kind = (uint8_t)kind};
 }
 
+/* Delivers the queue. It is detached first: what the policy's callback
+ * causes meanwhile (a block released by a finalizer) goes to a fresh queue,
+ * for the next delivery. */
 static int policy_flush(kvbm__backend *b) {
   policy_backend *p = (policy_backend *)b;
   if (!p->policy.on_events || p->queued == 0) return 0;
-  size_t n = p->queued;
-  p->queued = 0; /* delivered once, even when the policy fails */
-  if (p->policy.on_events(p->policy.ud, p->queue, n) >= 0) return 0;
+  if (p->calling) return KVBM_EBUSY;
+  kvbm_policy_event *q = p->queue;
+  size_t n = p->queued, cap = p->queue_cap;
+  p->queue = NULL;
+  p->queued = p->queue_cap = 0; /* delivered once, even when the policy fails */
+  p->calling = 1;
+  int rc = p->policy.on_events(p->policy.ud, q, n);
+  p->calling = 0;
+  if (!p->queue) {
+    p->queue = q;
+    p->queue_cap = cap;
+  } else {
+    kvbm__free(&p->alloc, q, cap * sizeof *q);
+  }
+  if (rc >= 0) return 0;
   (*p->errors)++;
   return -1;
 }
@@ -180,15 +202,20 @@ static void policy_miss(kvbm__backend *b, kvbm_hash h) {
   if (p->policy.on_events) enqueue(p, KVBM_POLICY_MISS, UINT32_MAX, h);
 }
 
+/* Tells the policy that the inactive block in slot is in the cache. */
+static void announce(policy_backend *p, uint32_t slot) {
+  if (p->policy.on_events)
+    enqueue(p, KVBM_POLICY_INSERT, slot, p->hashes[slot]);
+  else if (p->policy.on_insert && p->policy.on_insert(p->policy.ud, slot, p->hashes[slot]) < 0)
+    (*p->errors)++;
+}
+
 static void policy_insert(kvbm__backend *b, uint32_t slot, kvbm_hash h) {
   policy_backend *p = (policy_backend *)b;
   push_tail(&p->l, 0, slot);
   p->hashes[slot] = h;
   b->len++;
-  if (p->policy.on_events)
-    enqueue(p, KVBM_POLICY_INSERT, slot, h);
-  else if (p->policy.on_insert && p->policy.on_insert(p->policy.ud, slot, h) < 0)
-    (*p->errors)++;
+  announce(p, slot);
 }
 
 static void policy_remove(kvbm__backend *b, uint32_t slot) {
@@ -205,25 +232,75 @@ static int in_index(const policy_backend *p, uint32_t slot) {
   return slot < p->l.nslots && p->l.next[slot] != slot;
 }
 
+/* victims(n) into scratch; < 0 on failure. */
+static int ask(policy_backend *p, size_t n) {
+  if (!p->policy.victims) return -1;
+  p->calling = 1;
+  int got = p->policy.victims(p->policy.ud, n, p->scratch);
+  p->calling = 0;
+  return got < 0 ? -1 : (size_t)got > n ? (int)n : got;
+}
+
+/* An armed answer no eviction used up: the policy forgot the blocks it
+ * named, so those still cached are announced again. */
+static void disarm(policy_backend *p) {
+  if (!p->armed) return;
+  p->armed = 0;
+  for (size_t i = 0; i < p->prepared; i++) {
+    uint32_t s = p->scratch[i];
+    if (in_index(p, s) && !p->picked[s]) p->picked[s] = 1, announce(p, s);
+  }
+  for (size_t i = 0; i < p->prepared; i++)
+    if (p->scratch[i] < p->l.nslots) p->picked[p->scratch[i]] = 0;
+}
+
+static int policy_prepare(kvbm__backend *b, size_t n) {
+  policy_backend *p = (policy_backend *)b;
+  if (p->calling) return KVBM_EBUSY;
+  disarm(p);
+  policy_flush(b); /* the policy sees everything up to now first */
+  if (n > b->len) n = b->len;
+  if (n == 0) return 0;
+  int got = ask(p, n);
+  p->prepared = got < 0 ? 0 : (size_t)got;
+  p->armed = 1;
+  return (int)n;
+}
+
 static size_t policy_evict(kvbm__backend *b, size_t n, uint32_t *out) {
   policy_backend *p = (policy_backend *)b;
   if (n > b->len) n = b->len;
   if (n == 0) return 0;
-  policy_flush(b); /* the policy sees everything up to now first */
-  int got = p->policy.victims ? p->policy.victims(p->policy.ud, n, p->scratch) : -1;
+  int got;
+  if (p->armed) { /* prepared: no callback from here */
+    got = (int)p->prepared;
+  } else if (p->policy.deferred || p->calling) { /* nobody prepared, and no call is allowed */
+    got = -1;
+  } else {
+    policy_flush(b);
+    got = ask(p, n);
+  }
+  p->armed = 0;
   size_t k = 0;
-  int bad = got < 0 || (size_t)got != n;
-  for (int i = 0; i < got && (size_t)i < n; i++) {
+  int bad = 0; /* counted once, here, also for a prepare whose victims() failed */
+  for (int i = 0; i < got; i++) {
     uint32_t s = p->scratch[i];
-    if (!in_index(p, s) || p->picked[s]) {
+    int fine = in_index(p, s) && !p->picked[s];
+    if (k == n) { /* prepared for more than this eviction took */
+      if (fine) p->picked[s] = 1, announce(p, s);
+      continue;
+    }
+    if (!fine) {
       bad = 1;
       continue;
     }
     p->picked[s] = 1;
     out[k++] = s;
   }
-  for (size_t i = 0; i < k; i++) p->picked[out[i]] = 0;
+  for (int i = 0; i < got; i++)
+    if (p->scratch[i] < p->l.nslots) p->picked[p->scratch[i]] = 0;
   for (size_t i = 0; i < k; i++) unlink_node(&p->l, out[i]);
+  if (k < n) bad = 1;
   while (k < n) out[k++] = pop_head(&p->l, 0); /* fallback: insertion order */
   if (bad) (*p->errors)++;
   b->len -= k;
@@ -252,7 +329,7 @@ static size_t policy_bytes(const kvbm__backend *b) {
 static const kvbm__backend_ops policy_ops = {.insert = policy_insert, .remove = policy_remove, .evict = policy_evict,
                                              .destroy = policy_destroy, .bytes = policy_bytes,
                                              .admit = policy_admit, .miss = policy_miss,
-                                             .flush = policy_flush};
+                                             .flush = policy_flush, .prepare = policy_prepare};
 
 kvbm__backend *kvbm__policy_new(const kvbm_allocator *a, uint32_t nslots, const kvbm_policy *policy,
                                 uint64_t *errors) {

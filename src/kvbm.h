@@ -266,9 +266,24 @@ typedef enum {
 
 /* A custom eviction policy: the manager keeps the index and correctness; the
  * policy only orders victims. victims() writes up to n block ids and returns
- * how many (or < 0 on failure). Ids that are unknown, not inactive or
- * repeated, and any failure, are replaced by the built-in order (insertion
- * order) and counted in kvbm_metrics.policy_errors, as are failed notifications. */
+ * how many (or < 0 on failure); the ids it returns are evicted (the core does
+ * not call on_remove for them, so the policy forgets them itself). Ids that
+ * are unknown, not inactive or repeated, and any failure, are replaced by the
+ * built-in order (insertion order) and counted in kvbm_metrics.policy_errors,
+ * as are failed notifications.
+ *
+ * When the policy runs. By default (deferred = 0) the core calls it inline:
+ * on_insert/on_remove inside the call that changed the pool, and on_events
+ * plus victims() inside the kvbm_allocate that needs victims, unless the host
+ * prepared them (kvbm_policy_prepare). With deferred = 1 the core never calls
+ * the policy from inside a manager call: notifications are queued (on_events
+ * is required) and delivered only by kvbm_policy_prepare and
+ * kvbm_policy_flush; victims come only from kvbm_policy_prepare, and an
+ * allocation that needs victims nobody prepared evicts in the built-in order
+ * and counts an error. That is what a host whose policy runs code that must
+ * not interrupt a core mutation (a scripting language with a garbage
+ * collector, say) wants: it calls prepare before every call that may evict
+ * and flush after every call. */
 /* What a policy with on_events is told, in order, in batches. */
 #define KVBM_POLICY_EVENT_MAP(XX)                                                     \
   XX(INSERT, "insert") /* the block entered the inactive cache (last release) */    \
@@ -297,6 +312,7 @@ typedef struct kvbm_policy {
    * misses and new registrations) are queued and delivered in order, in one
    * call, just before victims() and by kvbm_policy_flush; < 0 is counted. */
   int (*on_events)(void *ud, const kvbm_policy_event *ev, size_t n);
+  int deferred; /* 1: never called from inside a manager call (see above) */
 } kvbm_policy;
 
 typedef struct kvbm_manager_config {
@@ -411,15 +427,30 @@ KVBM_API size_t kvbm_scan(kvbm_manager *m, const kvbm_hash *hashes, size_t n, in
 /* Evicts every inactive block to the reset pool; KVBM_ERESET_MISMATCH when
  * blocks are still held elsewhere afterwards (the drain happens anyway). */
 KVBM_API int kvbm_reset_inactive(kvbm_manager *m);
+/* Prepares a custom policy's answer for the next allocation, outside any
+ * core call: delivers the queued notifications, then asks victims() for as
+ * many blocks as kvbm_allocate(m, n_allocations) would evict from the
+ * inactive pool now (none when the reset pool covers it, or when it would
+ * fail), and keeps the answer. The next kvbm_allocate that evicts (or
+ * kvbm_reset_inactive; prepare with SIZE_MAX for it) takes its victims from
+ * that answer, checking each one (still inactive, not named twice), and
+ * calls no callback: entries that went stale since, or a short answer, are
+ * replaced by the built-in order and count one error, as a bad answer does.
+ * Prepared victims the allocation did not need (the reset pool grew in
+ * between) are given back to the policy as insert notifications. Returns how
+ * many victims were asked for; KVBM_EBUSY from inside one of this policy's
+ * callbacks (nothing happens). Other backends: 0, nothing to do. */
+KVBM_API int kvbm_policy_prepare(kvbm_manager *m, size_t n_allocations);
+/* Delivers the queued notifications of a policy with on_events (a host
+ * calls it when its core call ends); 0, or < 0 when delivery failed (counted
+ * in policy_errors); KVBM_EBUSY from inside one of the policy's callbacks
+ * (the notifications stay queued). Other backends: 0. */
+KVBM_API int kvbm_policy_flush(kvbm_manager *m);
 /* An offline policy's input (the "optimal" backend; others ignore it): the
  * block this tier holds for hashes[i] is next needed at when[i] (any
  * increasing clock, e.g. the index of the next request that uses it;
  * UINT64_MAX: never). Hashes this tier does not hold are skipped. Returns
  * how many blocks took a hint. */
-/* Delivers the queued notifications of a policy with on_events (a host
- * calls it when its core call ends); 0, or < 0 when delivery failed (counted
- * in policy_errors). Other backends: 0. */
-KVBM_API int kvbm_policy_flush(kvbm_manager *m);
 KVBM_API size_t kvbm_next_use(kvbm_manager *m, const kvbm_hash *hashes, const uint64_t *when,
                               size_t n);
 
@@ -730,7 +761,11 @@ KVBM_API int kvbm_assign_error_format(int rc, const kvbm_assign_error *e, char *
  *
  * Tiers are numbered by level: 0 is G1 (required), 1 G2, 2 G3, 3 G4. The
  * managers stay the host's: free the planner before them. Calls made from
- * inside a hook fail with KVBM_EBUSY. */
+ * inside a hook fail with KVBM_EBUSY. Right before each of its allocations
+ * the planner calls kvbm_policy_prepare on that manager (between manager
+ * calls, never inside one), so that a deferred policy is asked for exactly
+ * the victims the allocation needs; its callbacks cannot call the planner
+ * either. The host flushes its deferred policies after each planner call. */
 typedef struct kvbm_tiers kvbm_tiers;
 typedef struct kvbm_tiers_request kvbm_tiers_request;
 

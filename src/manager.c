@@ -168,6 +168,8 @@ int kvbm_manager_config_check(const kvbm_manager_config *cfg, char *msg, size_t 
     snprintf(buf, sizeof buf, "Invalid backend configuration: unknown backend %d", (int)cfg->backend);
   else if (cfg->backend == KVBM_BACKEND_POLICY && (!cfg->policy || !cfg->policy->victims))
     snprintf(buf, sizeof buf, "Invalid backend configuration: a policy backend needs victims()");
+  else if (cfg->backend == KVBM_BACKEND_POLICY && cfg->policy->deferred && !cfg->policy->on_events)
+    snprintf(buf, sizeof buf, "Invalid backend configuration: a deferred policy needs on_events()");
   else if (t[0] | t[1] | t[2]) { /* the checks and messages of the crate's thresholds setter */
     if (!(t[0] < t[1] && t[1] < t[2]))
       snprintf(buf, sizeof buf, "Thresholds must be in ascending order: %u < %u < %u failed",
@@ -643,6 +645,15 @@ int kvbm_reset_inactive(kvbm_manager *m) {
     push_reset(m, m->scratch[i]);
   }
   return m->ring_len == m->total ? 0 : KVBM_ERESET_MISMATCH;
+}
+
+int kvbm_policy_prepare(kvbm_manager *m, size_t n) {
+  if (!m->backend->ops->prepare) return 0;
+  size_t reset = m->ring_len, inactive = m->backend->len;
+  size_t need = n == SIZE_MAX ? inactive /* kvbm_reset_inactive */
+              : n <= reset || n - reset > inactive ? 0 /* no eviction, or ENOSPC */
+              : n - reset;
+  return m->backend->ops->prepare(m->backend, need);
 }
 
 int kvbm_policy_flush(kvbm_manager *m) {

@@ -213,6 +213,15 @@ int kvbm_tiers_planned(const kvbm_tiers *t, unsigned tier, kvbm_hash h) {
   return tier < KVBM_MAX_TIERS && planned_find(&t->planned[tier], h) != KVBM__MAP_NONE;
 }
 
+/* A custom eviction policy of m chooses the victims of the allocation of n
+ * blocks that follows, between manager calls (see kvbm_policy_prepare); its
+ * callbacks, like the hooks, cannot call the planner. */
+static void prepare(kvbm_tiers *t, kvbm_manager *m, size_t n) {
+  t->busy = 1;
+  (void)kvbm_policy_prepare(m, n);
+  t->busy = 0;
+}
+
 static int check_dst(const kvbm_tiers *t, const int *dst, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (dst[i] != KVBM_NO_TIER && (dst[i] < 0 || dst[i] >= KVBM_MAX_TIERS || !t->m[dst[i]]))
@@ -251,6 +260,7 @@ static int offload(kvbm_tiers *t, unsigned src, unsigned dst, const kvbm_hash *h
   int rc = 0;
   uint32_t s = NIL;
   if (k > 0) {
+    prepare(t, t->m[dst], k);
     if (kvbm_allocate(t->m[dst], k, targets, NULL) < 0) {
       t->stats.offloads_skipped += k;
       t->stats.tier[dst].skipped += k;
@@ -495,6 +505,7 @@ int kvbm_tiers_admit(kvbm_tiers *t, const kvbm_hash *hashes, size_t n, kvbm_tier
     run = i + 1;
   }
 
+  prepare(t, g1, rest);
   int rc = kvbm_allocate(g1, rest, targets, NULL);
   if (rc < 0) {
     kvbm_tiers_request_free(t, r);

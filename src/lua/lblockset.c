@@ -71,12 +71,13 @@ static const kvbm_hash *hashes_from(lua_State *L, int idx, size_t *n) {
 
 static int m_allocate_set(lua_State *L) {
   ManagerBox *mb = lkvbm_checkmanager(L, 1);
-  lkvbm_enter(L, mb->reg);
+  lkvbm_enter_evict(L, mb);
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 0, 2, "block count must be non-negative");
   if ((lua_Unsigned)n > kvbm_manager_available(mb->m)) goto nospace;
   SetBox *sb = newset(L, 1, SET_MUTABLE, (size_t)n);
   if (!sb) return lkvbm_pusherror(L, KVBM_ENOMEM);
+  lkvbm_policy_prepare(mb, (size_t)n);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_allocate(mb->m, (size_t)n, sb->b, NULL);

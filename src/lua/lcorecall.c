@@ -1,25 +1,39 @@
-/* lcorecall.c - the protocol around core calls that may run Lua.
+/* lcorecall.c - the protocol around core calls.
  *
- * A core operation (allocate, register, release, ...) can call back into
- * Lua: a Lua eviction policy, or a Lua events policy on new registrations.
- * While it does, the core is in the middle of the operation, so:
+ * No Lua runs inside a core call for an eviction policy: the core queues
+ * its notifications, and the binding asks for victims before a call that
+ * may evict (lkvbm_policy_prepare: on_events, then victims()) and delivers
+ * the rest after the call (lkvbm_core_end), between core calls, where a
+ * finalizer releasing a block or a policy reading a manager is harmless. A
+ * policy only may not make its own manager evict (lkvbm_enter_evict).
+ *
+ * What remains is for the Lua events policy (reg->lua_hooks), which the
+ * core calls inside a registration, and so in the middle of it. While it
+ * may run:
  *   - the registry box is marked busy, and every binding entry point that
  *     would reach the same registry refuses (lkvbm_enter raises);
  *   - the garbage collector is paused, so that no finalizer releases a
  *     block half-way (a finalizer that still runs while busy asks to be
- *     finalized again later: lkvbm_defer_if_busy);
- *   - registrations that end are only recorded (the on_remove hook runs
- *     inside the core, where no Lua may run); their Lua attachments are
- *     dropped after the call (lkvbm_flush_removed).
- * This file owns the busy flag, the GC pause and the deferred removals;
- * the rest of the binding brackets its core calls with lkvbm_core_begin /
- * lkvbm_core_end (or lkvbm_registry_begin / _end) and nothing else.
+ *     finalized again later: lkvbm_defer_if_busy).
+ * And always: registrations that end are only recorded (the on_remove hook
+ * runs inside the core, where no Lua may run); their Lua attachments are
+ * dropped after the call (lkvbm_flush_removed).
+ * This file owns the busy flag, the GC pause, the deferred removals and the
+ * end-of-call delivery; the rest of the binding brackets its core calls
+ * with lkvbm_core_begin / lkvbm_core_end (or lkvbm_registry_begin / _end).
  */
 #include "lkvbm.h"
 
 void lkvbm_enter(lua_State *L, RegistryBox *rb) {
   if (rb->busy)
-    luaL_error(L, "kvbm: re-entrant call: %s", rb->running ? rb->running : LKVBM_RUNNING_EVICTION);
+    luaL_error(L, "kvbm: re-entrant call: the events policy of this registry is running (inside a registration)");
+}
+
+void lkvbm_enter_evict(lua_State *L, ManagerBox *mb) {
+  lkvbm_enter(L, mb->reg);
+  if (mb->in_policy)
+    luaL_error(L, "kvbm: re-entrant call: the eviction policy of manager %s is running, and cannot "
+               "make its own manager evict (allocate, reset_inactive, close)", kvbm_manager_name(mb->m));
 }
 
 /* on_remove hook: no Lua here (this runs inside a core operation). */
@@ -68,8 +82,6 @@ void lkvbm_registry_begin(lua_State *L, RegistryBox *rb, int calls_lua, CoreCall
     cc->paused_gc = 1;
   }
   rb->busy = 1;
-  /* the eviction policy's calls say so themselves (lpolicy.c) */
-  rb->running = rb->lua_hooks ? LKVBM_RUNNING_EVENTS : LKVBM_RUNNING_EVICTION;
 }
 
 void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc) {
@@ -78,15 +90,15 @@ void lkvbm_registry_end(lua_State *L, RegistryBox *rb, CoreCall *cc) {
   lkvbm_flush_removed(L, rb);
 }
 
-/* No Lua runs inside the core unless there is a Lua eviction policy or a
- * Lua events policy (on new registrations). */
+/* No Lua runs inside the core unless there is a Lua events policy (on new
+ * registrations). */
 void lkvbm_core_begin(lua_State *L, ManagerBox *mb, CoreCall *cc) {
-  lkvbm_registry_begin(L, mb->reg, mb->policy_ref != LUA_NOREF || mb->reg->lua_hooks, cc);
+  lkvbm_registry_begin(L, mb->reg, mb->reg->lua_hooks, cc);
 }
 
 void lkvbm_core_end(lua_State *L, ManagerBox *mb, CoreCall *cc) {
-  lkvbm_policy_flush(mb); /* still bracketed: re-entry from the policy is refused */
   lkvbm_registry_end(L, mb->reg, cc);
+  lkvbm_policy_flush(mb); /* outside: the policy may call anything but an eviction of mb */
 }
 
 int lkvbm_defer_if_busy(lua_State *L, RegistryBox *rb, int idx, int from_gc) {

@@ -22,14 +22,13 @@
 #define LKVBM_NATS_SUB_MT "kvbm.NatsSubscription"
 #define LKVBM_TRACE_MT "kvbm.Trace"
 
-/* A registry box. busy is set while a manager of this registry runs Lua
- * policy code, so that re-entrant calls are refused instead of corrupting
+/* A registry box. busy is set while its Lua events policy runs inside a
+ * registration, so that re-entrant calls are refused instead of corrupting
  * a half-done operation. removed[] collects hashes whose registration ended
  * while attachments exist, so that their Lua attachments can be dropped. */
 typedef struct {
   kvbm_registry *r;
   int busy;
-  const char *running; /* while busy: which Lua code runs (for the re-entry error) */
   int lua_hooks; /* its events manager calls a Lua policy on registration */
   int attached; /* hashes with attachments or touch callbacks */
   kvbm_hash *removed;
@@ -43,6 +42,8 @@ typedef struct {
   RegistryBox *reg;
   lua_State *L;    /* main thread, for policy callbacks */
   int policy_ref;  /* LUA_NOREF: a C backend */
+  int batched;     /* the policy has on_events (else on_insert/on_remove) */
+  int in_policy;   /* one of its policy's functions is running */
   size_t guards;   /* its live block guards */
   int anchor;      /* while guards > 0: a registry reference keeping this box alive */
   char policy_error[1024]; /* the last failure of its Lua policy, with a traceback */
@@ -60,22 +61,26 @@ typedef struct {
 
 ManagerBox *lkvbm_checkmanager(lua_State *L, int idx);
 RegistryBox *lkvbm_checkregistry(lua_State *L, int idx);
-#define LKVBM_RUNNING_EVICTION "a manager of this registry is running its eviction policy"
-#define LKVBM_RUNNING_EVENTS "the events policy of this registry is running (inside a registration)"
 /* Pushes an empty kvbm.Registry box (on Lua's allocator); the adopt call
  * then gives it r (one reference, released at __gc) and takes over r's
  * hooks. The box must be at the top of the stack for adopt. */
 RegistryBox *lkvbm_newregistrybox(lua_State *L);
 void lkvbm_adoptregistry(lua_State *L, RegistryBox *rb, kvbm_registry *r);
 /* The core-call protocol (lcorecall.c): */
-/* Refuses a call that arrives while the registry's managers run policy code. */
+/* Refuses a call that arrives while the registry's events policy runs. */
 void lkvbm_enter(lua_State *L, RegistryBox *rb);
+/* The same for a call that may evict on mb, which its own eviction policy
+ * may not make (that policy is what chooses the victims). */
+void lkvbm_enter_evict(lua_State *L, ManagerBox *mb);
 /* Drops the attachments of registrations that ended (see RegistryBox). */
 void lkvbm_flush_removed(lua_State *L, RegistryBox *rb);
-/* Brackets a core call that may run Lua policy code: the registry is marked
- * busy (re-entrant calls raise) and the collector is paused, so that no
- * finalizer releases a block in the middle of an operation. end() also
- * drops attachments of registrations the call ended. */
+/* Brackets a core call. Only a Lua events policy runs inside one: then the
+ * registry is marked busy (re-entrant calls raise) and the collector is
+ * paused, so that no finalizer releases a block in the middle of an
+ * operation. end() drops attachments of registrations the call ended and,
+ * outside the bracket, delivers the notifications the call queued for the
+ * manager's Lua eviction policy. A call that may evict asks that policy for
+ * its victims first (lkvbm_policy_prepare), outside the bracket too. */
 typedef struct {
   int paused_gc, calls_lua;
 } CoreCall;
@@ -111,6 +116,9 @@ void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p);
 void lkvbm_policy_free(lua_State *L, ManagerBox *mb);
 /* Delivers a Lua policy's queued notifications (at the end of a core call). */
 void lkvbm_policy_flush(ManagerBox *mb);
+/* Before a core call that allocates n blocks (SIZE_MAX: reset_inactive):
+ * delivers the notifications and asks a Lua policy for the victims. */
+void lkvbm_policy_prepare(ManagerBox *mb, size_t n);
 
 /* The allocator every kvbm object made from this state uses: Lua's own,
  * wrapped to count live allocations for kvbm._debug.live(). */

@@ -146,6 +146,10 @@ static int close_manager(lua_State *L, int from_gc) {
   ManagerBox *mb = luaL_checkudata(L, 1, LKVBM_MANAGER_MT);
   if (mb->m) {
     if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
+    if (mb->in_policy) { /* its policy is running: it cannot go now */
+      if (from_gc && lua_getmetatable(L, 1)) return lua_setmetatable(L, 1), 0;
+      lkvbm_enter_evict(L, mb); /* raises */
+    }
     CoreCall cc;
     lkvbm_core_begin(L, mb, &cc);
     kvbm_manager_free(mb->m);
@@ -184,7 +188,8 @@ static Scratch scratch(lua_State *L, size_t n, int with_hashes) {
 }
 
 static int allocate(lua_State *L, int with_evictions) {
-  ManagerBox *mb = enter(L, 1);
+  ManagerBox *mb = lkvbm_checkmanager(L, 1);
+  lkvbm_enter_evict(L, mb);
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 0, 2, "block count must be non-negative");
   if ((lua_Unsigned)n > kvbm_manager_total(mb->m)) {
@@ -205,6 +210,7 @@ static int allocate(lua_State *L, int with_evictions) {
     lua_rawseti(L, t, i);
   }
   lkvbm_manager_pin(L, mb);
+  lkvbm_policy_prepare(mb, (size_t)n);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_allocate(mb->m, (size_t)n, buf, evicted);
@@ -397,7 +403,9 @@ static int manager_next_use(lua_State *L) {
 }
 
 static int manager_reset_inactive(lua_State *L) {
-  ManagerBox *mb = enter(L, 1);
+  ManagerBox *mb = lkvbm_checkmanager(L, 1);
+  lkvbm_enter_evict(L, mb);
+  lkvbm_policy_prepare(mb, SIZE_MAX);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_reset_inactive(mb->m);

@@ -3,8 +3,15 @@
  *   on_insert(id, h), on_remove(id, h), victims(n) --> {id...}
  * or, instead of the first two, on_events(list): the notifications in order
  * (also misses and new registrations, with each block's position, parent
- * and frequency), in one call just before victims() or when the manager
- * call ends, never in the middle of a core mutation.
+ * and frequency).
+ * No Lua runs inside a core call: the policy is a deferred kvbm_policy, so
+ * the core only queues notifications, and they are delivered (to on_events,
+ * or one on_insert/on_remove call each) and victims() is asked by
+ * kvbm_policy_prepare before a call that may evict and by kvbm_policy_flush
+ * when a call ends (lcorecall.c), between core calls. While one of its
+ * functions runs the manager is marked (in_policy): the policy may read
+ * anything, call other managers and let the collector release blocks, but
+ * not make its own manager evict (lkvbm_enter_evict).
  * Every call is protected: an error or a bad answer is counted by the core
  * (kvbm_metrics.policy_errors), kept with its traceback (m:policy_errors())
  * and the built-in order is used instead. */
@@ -24,30 +31,27 @@ static int getfunc(ManagerBox *mb, const char *name) {
 }
 
 /* A protected call of the policy function pushed below its nargs
- * arguments: a failure is kept (m:policy_errors()) with its traceback. A
- * re-entrant call from it names the eviction policy, even when an events
- * policy brackets the operation too. */
+ * arguments: a failure is kept (m:policy_errors()) with its traceback. */
 static int call(ManagerBox *mb, const char *name, int nargs, int nresults) {
-  RegistryBox *rb = mb->reg;
-  const char *outer = rb->running;
-  rb->running = LKVBM_RUNNING_EVICTION;
-  int rc = lkvbm_pcall_keep(mb->L, nargs, nresults, name, mb->policy_error, sizeof mb->policy_error);
-  rb->running = outer;
+  return lkvbm_pcall_keep(mb->L, nargs, nresults, name, mb->policy_error, sizeof mb->policy_error);
+}
+
+/* A policy without on_events: one protected call of on_insert or on_remove
+ * per notification of that kind; < 0 when one failed. */
+static int notify_each(ManagerBox *mb, const kvbm_policy_event *ev, size_t n) {
+  lua_State *L = mb->L;
+  int rc = 0;
+  if (!lua_checkstack(L, 5)) return -1;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = ev[i].kind == KVBM_POLICY_INSERT ? "on_insert"
+                     : ev[i].kind == KVBM_POLICY_REMOVE ? "on_remove" : NULL;
+    if (!name || !getfunc(mb, name)) continue;
+    lua_pushinteger(L, ev[i].block_id);
+    lkvbm_pushhash(L, ev[i].hash);
+    if (call(mb, name, 2, 0) != LUA_OK) rc = -1;
+  }
   return rc;
 }
-
-static int notify(void *ud, const char *name, uint32_t id, kvbm_hash h) {
-  ManagerBox *mb = ud;
-  lua_State *L = mb->L;
-  if (!lua_checkstack(L, 5)) return -1;
-  if (!getfunc(mb, name)) return 0;
-  lua_pushinteger(L, id);
-  lkvbm_pushhash(L, h);
-  return call(mb, name, 2, 0) == LUA_OK ? 0 : -1;
-}
-
-static int on_insert(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_insert", id, h); }
-static int on_remove(void *ud, uint32_t id, kvbm_hash h) { return notify(ud, "on_remove", id, h); }
 
 static const char *const event_kinds[] = {
 #define EVENT_NAME(name, lua_name) lua_name,
@@ -59,8 +63,7 @@ static const char *const event_kinds[] = {
  * parent is the parent fragment (kvbm.hash.parent(h); a block b is the parent
  * when kvbm.hash.parent_for_child(b, position) equals it), id is
  * absent for a miss, frequency is the registry's estimate (0 without a tracker). */
-static int on_events(void *ud, const kvbm_policy_event *ev, size_t n) {
-  ManagerBox *mb = ud;
+static int push_events(ManagerBox *mb, const kvbm_policy_event *ev, size_t n) {
   lua_State *L = mb->L;
   if (!lua_checkstack(L, 8) || !getfunc(mb, "on_events")) return -1;
   lua_createtable(L, (int)n, 0);
@@ -85,12 +88,16 @@ static int on_events(void *ud, const kvbm_policy_event *ev, size_t n) {
   return call(mb, "on_events", 1, 0) == LUA_OK ? 0 : -1;
 }
 
-void lkvbm_policy_flush(ManagerBox *mb) {
-  if (mb->policy_ref != LUA_NOREF && mb->m) (void)kvbm_policy_flush(mb->m);
+static int on_events(void *ud, const kvbm_policy_event *ev, size_t n) {
+  ManagerBox *mb = ud;
+  mb->in_policy++;
+  int rc = mb->batched ? push_events(mb, ev, n) : notify_each(mb, ev, n);
+  mb->in_policy--;
+  return rc;
 }
 
-static int victims(void *ud, size_t n, uint32_t *out) {
-  ManagerBox *mb = ud;
+/* victims(n) into out: how many ids, or -1 (the core falls back for all). */
+static int ask_victims(ManagerBox *mb, size_t n, uint32_t *out) {
   lua_State *L = mb->L;
   if (!lua_checkstack(L, 5) || !getfunc(mb, "victims")) return -1;
   lua_pushinteger(L, (lua_Integer)n);
@@ -122,18 +129,31 @@ static int victims(void *ud, size_t n, uint32_t *out) {
   return (int)k;
 }
 
+static int victims(void *ud, size_t n, uint32_t *out) {
+  ManagerBox *mb = ud;
+  mb->in_policy++;
+  int rc = ask_victims(mb, n, out);
+  mb->in_policy--;
+  return rc;
+}
+
+void lkvbm_policy_prepare(ManagerBox *mb, size_t n) {
+  if (mb->policy_ref != LUA_NOREF && mb->m) (void)kvbm_policy_prepare(mb->m, n);
+}
+
+void lkvbm_policy_flush(ManagerBox *mb) {
+  if (mb->policy_ref != LUA_NOREF && mb->m) (void)kvbm_policy_flush(mb->m);
+}
+
 void lkvbm_policy_init(lua_State *L, ManagerBox *mb, int idx, kvbm_policy *p) {
   lua_pushvalue(L, idx);
   mb->policy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* never a coroutine's state */
   mb->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  p->on_insert = on_insert;
-  p->on_remove = on_remove;
-  p->victims = victims;
-  p->ud = mb;
+  *p = (kvbm_policy){.victims = victims, .on_events = on_events, .ud = mb, .deferred = 1};
   lua_getfield(L, idx, "on_events");
-  p->on_events = lua_isfunction(L, -1) ? on_events : NULL;
+  mb->batched = lua_isfunction(L, -1);
   lua_pop(L, 1);
 }
 

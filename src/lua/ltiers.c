@@ -83,8 +83,14 @@ static void pushplannerbox(lua_State *L, int idx) {
 }
 
 /* A planner call: no collector (no finalizer may reach the engine or the
- * planner halfway) when Lua may run, the registry bracket of the engine's
- * own Lua, and the hook error raised afterwards. */
+ * planner halfway) while the tier policy's Lua hooks may run, the registry
+ * bracket of a Lua events policy, and the hook error raised afterwards.
+ * A Lua eviction policy of one of the managers is asked for its victims
+ * right before each allocation the planner makes (kvbm_policy_prepare, in
+ * tiers.c), between manager calls, with the collector running: a request
+ * collected meanwhile waits (request_gc); its notifications are delivered
+ * when the call ends. It cannot call the planner (in_call), nor make its own
+ * manager evict. */
 typedef struct {
   CoreCall cc;
   int paused;
@@ -93,7 +99,9 @@ typedef struct {
 static void call_begin(lua_State *L, PlannerBox *pb, int pidx, PlanCall *pc) {
   RegistryBox *rb = pb->mb[0]->reg;
   lkvbm_enter(L, rb);
-  if (pb->in_call) luaL_error(L, "kvbm.tiers: re-entrant call to the planner from its own tier policy");
+  if (pb->in_call) luaL_error(L, "kvbm.tiers: re-entrant call to the planner from its own tier or eviction policy");
+  for (int i = 0; i < KVBM_MAX_TIERS; i++)
+    if (pb->mb[i]) lkvbm_enter_evict(L, pb->mb[i]);
   pidx = lua_absindex(L, pidx);
   lua_getiuservalue(L, pidx, UV_HOOKS);
   pb->hidx = lua_gettop(L);
@@ -101,7 +109,6 @@ static void call_begin(lua_State *L, PlannerBox *pb, int pidx, PlanCall *pc) {
   pb->cidx = lua_gettop(L);
   pb->in_call = 1;
   int engine_lua = rb->lua_hooks;
-  for (int i = 0; i < KVBM_MAX_TIERS; i++) engine_lua |= pb->mb[i] && pb->mb[i]->policy_ref != LUA_NOREF;
   pb->L = L;
   pc->paused = 0;
   int hooks = 0;
@@ -117,6 +124,8 @@ static void call_end(lua_State *L, PlannerBox *pb, PlanCall *pc) {
   pb->in_call = 0;
   lkvbm_registry_end(L, pb->mb[0]->reg, &pc->cc);
   if (pc->paused) lua_gc(L, LUA_GCRESTART);
+  for (int i = 0; i < KVBM_MAX_TIERS; i++)
+    if (pb->mb[i]) lkvbm_policy_flush(pb->mb[i]);
   if (pb->err_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, pb->err_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, pb->err_ref);
@@ -656,6 +665,10 @@ static int request_gc(lua_State *L) {
   RequestBox *rq = lua_touserdata(L, 1);
   lua_getiuservalue(L, 1, 1);
   PlannerBox *pb = lua_touserdata(L, -1);
+  if (pb && pb->in_call && lua_getmetatable(L, 1)) { /* an eviction policy runs mid-call: later */
+    lua_setmetatable(L, 1);
+    return 0;
+  }
   if (rq->r && pb && pb->t) {
     int open = 1;
     for (int i = 0; i < KVBM_MAX_TIERS; i++) open &= !pb->mb[i] || pb->mb[i]->m != NULL;
