@@ -172,8 +172,8 @@ static void enqueue(policy_backend *p, unsigned kind, uint32_t slot, kvbm_hash h
  * for the next delivery. */
 static int policy_flush(kvbm__backend *b) {
   policy_backend *p = (policy_backend *)b;
-  if (!p->policy.on_events || p->queued == 0) return 0;
   if (p->calling) return KVBM_EBUSY;
+  if (!p->policy.on_events || p->queued == 0) return 0;
   kvbm_policy_event *q = p->queue;
   size_t n = p->queued, cap = p->queue_cap;
   p->queue = NULL;

@@ -563,9 +563,166 @@ static void test_policy_events(void) {
   kvbm_registry_release(reg);
 }
 
+/* ------------------------------------------- prepared (deferred) policies */
+
+/* Set around every manager call of the tests below: a policy callback that
+ * finds it set ran inside a core call. */
+static int in_core;
+#define CORE(call) (in_core = 1, rc_ = (call), in_core = 0, rc_)
+static int rc_;
+
+typedef struct {
+  batch_policy b;
+  kvbm_manager *m;
+  int inside, asked, newest_first, reenter, reenter_rc[2];
+} prep_policy;
+
+static int prep_events(void *ud, const kvbm_policy_event *ev, size_t n) {
+  prep_policy *p = ud;
+  p->inside += in_core;
+  return batch_events(&p->b, ev, n);
+}
+
+static int prep_victims(void *ud, size_t n, uint32_t *out) {
+  prep_policy *p = ud;
+  p->inside += in_core;
+  p->asked++;
+  if (p->reenter) { /* a callback may not enter its own policy again */
+    p->reenter_rc[0] = kvbm_policy_prepare(p->m, 1);
+    p->reenter_rc[1] = kvbm_policy_flush(p->m);
+  }
+  if (!p->newest_first) return batch_victims(&p->b, n, out);
+  size_t k = n < p->b.nlru ? n : p->b.nlru;
+  for (size_t i = 0; i < k; i++) out[i] = p->b.lru[p->b.nlru - 1 - i];
+  p->b.nlru -= k;
+  return (int)k;
+}
+
+static int same(kvbm_hash a, kvbm_hash b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+static uint64_t policy_errors(const kvbm_manager *m) {
+  kvbm_metrics x;
+  kvbm_manager_metrics(m, &x);
+  return x.policy_errors;
+}
+
+/* A pool of n blocks holding hashes H(0, base + i), released in order i = 0.. */
+static kvbm_manager *prep_pool(kvbm_registry *reg, uint32_t n, prep_policy *p, kvbm_policy *pol, int deferred,
+                               uint64_t base) {
+  *pol = (kvbm_policy){.victims = prep_victims, .on_events = prep_events, .ud = p, .deferred = deferred};
+  kvbm_manager_config cfg = {.block_count = n, .block_size = 4, .registry = reg,
+                             .backend = KVBM_BACKEND_POLICY, .policy = pol};
+  kvbm_manager *m = NULL;
+  MUST(kvbm_manager_new(&cfg, &m));
+  p->m = m;
+  kvbm_block ib[8];
+  for (uint32_t i = 0; i < n; i++) ib[i] = reg1(m, H(0, base + i));
+  for (uint32_t i = 0; i < n; i++) MUST(kvbm_release(m, ib[i]));
+  return m;
+}
+
+static void test_policy_prepare(void) {
+  kvbm_registry *reg;
+  MUST(kvbm_registry_new(NULL, KVBM_FREQUENCY_NONE, &reg));
+  prep_policy p;
+  memset(&p, 0, sizeof p);
+  p.newest_first = 1; /* not the fallback order: the answer shows */
+  kvbm_policy pol;
+  kvbm_manager *m = prep_pool(reg, 4, &p, &pol, 1, 100);
+  kvbm_block mb[4];
+  kvbm_hash ev[4];
+
+  ok(p.b.calls == 0 && p.asked == 0, "deferred: nothing is delivered by the core itself");
+  ok(kvbm_policy_prepare(m, 2) == 2 && p.asked == 1 && p.b.calls == 1,
+     "prepare delivers the notifications, then asks for the 2 victims");
+  ok(CORE(kvbm_allocate(m, 2, mb, ev)) == 2 && same(ev[0], H(0, 103)) && same(ev[1], H(0, 102)),
+     "the allocation evicts the prepared answer, in its order");
+  ok(p.inside == 0 && p.asked == 1 && policy_errors(m) == 0 && healthy(m),
+     "no callback ran inside kvbm_allocate; no policy error");
+  MUST(kvbm_release(m, mb[0]));
+  MUST(kvbm_release(m, mb[1]));
+  ok(kvbm_policy_prepare(m, 2) == 0 && p.asked == 1, "the reset pool covers 2 blocks: no victim asked for");
+  ok(kvbm_policy_prepare(m, 5) == 0 && p.asked == 1, "an allocation that would fail asks for none either");
+
+  /* stale: the host hits the prepared victim before allocating */
+  ok(kvbm_policy_prepare(m, 3) == 1 && p.asked == 2, "one victim (the newest, H(0, 101))");
+  kvbm_block hit;
+  ok(CORE(kvbm_match(m, (kvbm_hash[]){H(0, 101)}, 1, &hit)) == 1, "then the host hits it");
+  uint64_t before = policy_errors(m);
+  ok(CORE(kvbm_allocate(m, 3, mb, ev)) == 1 && same(ev[0], H(0, 100)),
+     "the stale entry is replaced by the built-in order");
+  ok(policy_errors(m) == before + 1 && p.inside == 0 && healthy(m), "and counts one error, no callback inside");
+  for (int i = 0; i < 3; i++) MUST(kvbm_release(m, mb[i]));
+  MUST(kvbm_release(m, hit));
+
+  /* missing: a deferred policy never runs inside the core, even unprepared */
+  before = policy_errors(m);
+  int asked = p.asked;
+  size_t reset = kvbm_manager_reset(m);
+  ok(CORE(kvbm_allocate(m, reset + 1, mb, ev)) == 1 && p.asked == asked && p.inside == 0,
+     "an unprepared eviction calls nothing");
+  ok(policy_errors(m) == before + 1 && healthy(m), "it falls back to insertion order and counts an error");
+  for (size_t i = 0; i <= reset; i++) MUST(kvbm_release(m, mb[i]));
+  kvbm_manager_free(m);
+
+  /* prepared for more than the allocation took: the rest goes back to the policy */
+  memset(&p, 0, sizeof p);
+  m = prep_pool(reg, 4, &p, &pol, 1, 200);
+  MUST(kvbm_policy_flush(m));
+  p.b.log[0] = '\0';
+  ok(kvbm_policy_prepare(m, 2) == 2 && p.b.nlru == 2, "two victims prepared (H(0, 200), H(0, 201))");
+  ok(CORE(kvbm_allocate(m, 1, mb, ev)) == 1 && same(ev[0], H(0, 200)), "an allocation of one takes the first");
+  MUST(kvbm_policy_flush(m));
+  ok(strcmp(p.b.log, "insert@0") == 0 && p.b.nlru == 3 && p.b.lru[2] == 1,
+     "the unused victim is announced again (%s)", p.b.log);
+  ok(policy_errors(m) == 0 && p.inside == 0 && healthy(m), "no error, no callback inside");
+  MUST(kvbm_release(m, mb[0]));
+  kvbm_manager_free(m);
+
+  /* re-entry from a callback */
+  memset(&p, 0, sizeof p);
+  m = prep_pool(reg, 2, &p, &pol, 1, 300);
+  p.reenter = 1;
+  ok(kvbm_policy_prepare(m, 1) == 1 && p.reenter_rc[0] == KVBM_EBUSY && p.reenter_rc[1] == KVBM_EBUSY,
+     "prepare and flush from inside victims() refuse with KVBM_EBUSY");
+  p.reenter = 0;
+  ok(CORE(kvbm_allocate(m, 1, mb, ev)) == 1 && same(ev[0], H(0, 300)) && policy_errors(m) == 0,
+     "the outer answer is used");
+  MUST(kvbm_release(m, mb[0]));
+  ok(kvbm_policy_prepare(m, SIZE_MAX) == 1 && CORE(kvbm_reset_inactive(m)) == 0 && policy_errors(m) == 0 &&
+         p.b.nlru == 0 && p.inside == 0,
+     "SIZE_MAX prepares kvbm_reset_inactive: every inactive block, no error");
+  kvbm_manager_free(m);
+
+  /* an inline policy (not deferred): today's calls when nothing was prepared */
+  memset(&p, 0, sizeof p);
+  m = prep_pool(reg, 2, &p, &pol, 0, 400);
+  ok(CORE(kvbm_allocate(m, 1, mb, ev)) == 1 && p.asked == 1 && p.inside == 2,
+     "unprepared: on_events and victims() run inside kvbm_allocate");
+  MUST(kvbm_release(m, mb[0]));
+  p.inside = 0;
+  ok(kvbm_policy_prepare(m, 2) == 1 && CORE(kvbm_allocate(m, 2, mb, ev)) == 1 && p.asked == 2 && p.inside == 0,
+     "prepared: nothing runs inside");
+  ok(policy_errors(m) == 0 && healthy(m), "no error");
+  kvbm_manager_free(m);
+
+  /* configuration, and the other backends */
+  kvbm_policy bad = {.victims = prep_victims, .ud = &p, .deferred = 1};
+  kvbm_manager_config cfg = {.block_count = 2, .block_size = 4, .registry = reg,
+                             .backend = KVBM_BACKEND_POLICY, .policy = &bad};
+  char msg[160];
+  ok(kvbm_manager_config_check(&cfg, msg, sizeof msg) == KVBM_ECONFIG && strstr(msg, "on_events"),
+     "a deferred policy needs on_events: %s", msg);
+  m = make(reg, 2, KVBM_BACKEND_LRU, 0);
+  ok(kvbm_policy_prepare(m, 2) == 0 && kvbm_policy_flush(m) == 0, "a built-in backend: nothing to prepare");
+  kvbm_manager_free(m);
+  kvbm_registry_release(reg);
+}
+
 int main(void) {
   test_lifecycle();
   test_policy_events();
+  test_policy_prepare();
   test_reject();
   test_config();
   test_unbalanced_release();
