@@ -18,9 +18,11 @@
 -- fewer than n) never corrupts the pool: the engine evicts in insertion
 -- order instead and counts m:metrics().policy_errors. The ids it then
 -- picks are not reported back, so a robust policy treats on_insert of an id
--- it still holds as "move to the tail". The callbacks run inside manager
--- operations: calls into a manager, block or handle of the same registry
--- raise (re-entrancy); reads such as reg:frequency(h) are fine.
+-- it still holds as "move to the tail". The callbacks run between manager
+-- operations (notifications are delivered when a call ends, victims() is
+-- asked just before the call that evicts them): they may read anything and
+-- use other managers, but not make their own manager evict (m:allocate
+-- there raises a re-entrancy error).
 -- Keep the callbacks O(1): here, one doubly linked list over ids.
 
 local _ENV = nil -- no global accesses from here on
