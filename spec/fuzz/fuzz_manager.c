@@ -165,8 +165,10 @@ static void step(world *w, fuzz_in *in) {
   size_t n;
   int rc;
   switch (fuzz_u8(in) % 20) {
-  case 0: /* allocate: all or nothing */
+  case 0: /* allocate: all or nothing; odd counts prepared first, some for one block less
+           * (no input byte decides it: the corpus keeps its meaning) */
     n = fuzz_u8(in) % (MAXN + 2);
+    if (n & 1) (void)kvbm_policy_prepare(m, n % 4 == 3 ? n - 1 : n);
     rc = kvbm_allocate(m, n, out, fuzz_u8(in) & 1 ? hs : NULL);
     if (n > kvbm_manager_total(m)) FUZZ_CHECK(rc == KVBM_ENOSPC, "allocate %zu of %zu: %d", n, kvbm_manager_total(m), rc);
     if (rc >= 0)
@@ -255,6 +257,7 @@ static void step(world *w, fuzz_in *in) {
     }
     break;
   case 15:
+    if (kvbm_manager_inactive(m) & 1) (void)kvbm_policy_prepare(m, SIZE_MAX);
     rc = kvbm_reset_inactive(m);
     FUZZ_CHECK(rc == 0 || rc == KVBM_ERESET_MISMATCH, "reset_inactive %d", rc);
     FUZZ_CHECK(kvbm_manager_inactive(m) == 0, "inactive blocks after reset_inactive");
