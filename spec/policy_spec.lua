@@ -809,6 +809,42 @@ describe("Lua eviction policies", function()
     end)
   end)
 
+  it("runs every policy function between core calls: the pool is sound from inside each", function()
+    for _, batched in ipairs({ false, true }) do
+      local reg = kvbm.registry{}
+      local inner = lru.new()
+      local m, checks = nil, 0
+      local function sound()
+        assert(kvbm._debug.check(m))
+        checks = checks + 1
+      end
+      local policy = { victims = function(n) sound() return inner.victims(n) end }
+      if batched then
+        policy.on_events = function(list)
+          sound()
+          for _, e in ipairs(list) do
+            if e.kind == "insert" then inner.on_insert(e.id) elseif e.kind == "remove" then inner.on_remove(e.id) end
+          end
+        end
+      else
+        policy.on_insert = function(id) sound() inner.on_insert(id) end
+        policy.on_remove = function(id) sound() inner.on_remove(id) end
+      end
+      m = assert(kvbm.manager{ blocks = 4, block_size = 4, registry = reg, backend = policy })
+      for round = 1, 3 do
+        local ibs = register(m, roots(3, 100 * round))
+        release_all(ibs)
+        release_all(m:match({ root(100 * round + 10) }))
+        local set = assert(m:allocate_set(2))
+        set:release()
+      end
+      assert.is_true(m:reset_inactive())
+      assert.is_true(checks > 10)
+      assert.are.equal(0, m:metrics().policy_errors, tostring((select(2, m:policy_errors()))))
+      check(m)
+    end
+  end)
+
   describe("under kvbm.tiers", function()
     local function seq(n, base) return kvbm.sequence(helpers.range(4 * n, base), 4, SALT) end
 
