@@ -601,7 +601,7 @@ describe("bad input", function()
     assert.error_matches(function() kvbm.manager { blocks = "ten", registry = r } end,
       "option 'blocks' must be an integer in 0..4294967295, got a string", nil, true)
     assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, backend = "fifo" } end,
-      "option 'backend' (or a policy table) must be one of lineage, lineage_fifo, lru, multi_lru, hashmap, s3fifo, sieve, arc, slru, depth, optimal, got 'fifo'", nil, true)
+      "option 'backend' (or a policy table) must be one of lineage, lineage_fifo, lru, multi_lru, hashmap, s3fifo, sieve, arc, slru, depth, bip, optimal, got 'fifo'", nil, true)
     assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, duplicates = "maybe" } end,
       "option 'duplicates' must be one of allow, reject, got 'maybe'", nil, true)
     assert.error_matches(function() kvbm.manager { blocks = 4, registry = r, block = 4 } end, "unknown option 'block'")

@@ -1,4 +1,4 @@
--- The eviction policies of issue 12 (s3fifo, sieve, arc, slru, depth,
+-- The eviction policies of issue 12 (s3fifo, sieve, arc, slru, depth, bip,
 -- optimal) against independent models written here from the papers'
 -- descriptions and the comments of src/backend_*.c: random sequences of
 -- registrations (fresh hashes and hashes evicted earlier), releases, hits,
@@ -7,6 +7,7 @@
 local kvbm = require "kvbm"
 
 local SALT = 7
+local PARENT = {} -- hash -> the hash before it in its chain (filled by all_hashes)
 
 -- ------------------------------------------------------------ list helpers
 
@@ -241,6 +242,56 @@ function MODELS.depth(n)
   return M
 end
 
+-- bip: one victim order; a block reused (hit, or registered again while in
+-- the history of the last 8n evicted hashes) is protected, a fresh one is
+-- not, save every 32nd fresh chain; the child of the block inserted just
+-- before shares that block's chain decision (when both are fresh) and goes
+-- just before it when placed at the same end.
+function MODELS.bip(n)
+  local order, meta = {}, {} -- order: victims first
+  local history = ghost(8 * n)
+  local last, fresh_chains = nil, 0
+  local M = { chains = true } -- also driven by whole-chain requests
+  function M.admit(id, h)
+    if index_of(order, id) then return end
+    meta[id] = { h = h, reused = history.take(h) ~= nil }
+  end
+  function M.insert(id, h)
+    if not meta[id] or meta[id].h ~= h then M.admit(id, h) end
+    local m = meta[id]
+    local child = last ~= nil and PARENT[h] == last.h
+    local protect
+    if m.reused then
+      protect = true
+    elseif child and last.fresh then
+      protect = last.protect
+    else
+      protect = fresh_chains % 32 == 0
+      fresh_chains = fresh_chains + 1
+    end
+    local at = child and last.protect == protect and index_of(order, last.id)
+    if at then
+      table.insert(order, at, id)
+    elseif protect then
+      order[#order + 1] = id
+    else
+      table.insert(order, 1, id)
+    end
+    last = { h = h, id = id, fresh = not m.reused, protect = protect }
+  end
+  function M.remove(id)
+    remove_value(order, id)
+    meta[id].reused = true
+  end
+  function M.evict()
+    local v = table.remove(order, 1)
+    history.push(meta[v].h)
+    meta[v] = nil
+    return v
+  end
+  return M
+end
+
 function MODELS.optimal()
   local meta, cached, clock = {}, {}, 0
   local M = {}
@@ -275,7 +326,11 @@ local function all_hashes()
   for c = 1, CHAINS do
     local toks = {}
     for i = 1, DEPTH do toks[i] = 100 * c + i end
-    for p, h in ipairs(kvbm.sequence(toks, 1, SALT):hashes()) do hs[#hs + 1] = { h = h, pos = p - 1 } end
+    local parent
+    for p, h in ipairs(kvbm.sequence(toks, 1, SALT):hashes()) do
+      hs[#hs + 1] = { h = h, pos = p - 1 }
+      PARENT[h], parent = parent, h
+    end
   end
   return hs
 end
@@ -300,34 +355,68 @@ local function run(name, seed, blocks, steps, backend)
     return out
   end
 
+  local function register(x)
+    local mbs, evicted = assert(m:allocate_with_evictions(1))
+    if #evicted > 0 then
+      local v = model.evict()
+      checked = checked + 1
+      local vh
+      for h, id in pairs(cached) do if id == v then vh = h end end
+      assert.are.equal(vh, evicted[1], name .. " seed " .. seed .. ": eviction " .. checked)
+      cached[vh] = nil
+    end
+    local ib = m:register(mbs[1]:stage(x.h))
+    model.admit(ib:id(), x.h, x.pos)
+    held[x.h] = ib
+    nheld = nheld + 1
+  end
+
+  local function release(h)
+    local ib = held[h]
+    held[h] = nil
+    nheld = nheld - 1
+    cached[h] = ib:id()
+    ib:release()
+    model.insert(cached[h], h, pos_of[h])
+  end
+
+  -- a request on a chain none of whose blocks is held: its cached prefix
+  -- is hit, the rest registered up to the next cached block, and all of it
+  -- released root first
+  local function request(c)
+    local chain = {}
+    for p = 1, DEPTH do
+      chain[p] = pool[(c - 1) * DEPTH + p]
+      if held[chain[p].h] then return end
+    end
+    local got, taken = m:match((function()
+      local hs = {}
+      for p, x in ipairs(chain) do hs[p] = x.h end
+      return hs
+    end)()), {}
+    for p, b in ipairs(got) do
+      local h = chain[p].h
+      model.remove(cached[h])
+      cached[h], held[h], taken[p] = nil, b, h
+      nheld = nheld + 1
+    end
+    for p = #got + 1, DEPTH do
+      if cached[chain[p].h] then break end
+      register(chain[p])
+      taken[#taken + 1] = chain[p].h
+    end
+    for _, h in ipairs(taken) do release(h) end
+  end
+
   for _ = 1, steps do
     local r = math.random()
     local absent = {}
     for _, x in ipairs(pool) do if not held[x.h] and not cached[x.h] then absent[#absent + 1] = x end end
     if r < 0.35 and #absent > 0 and nheld < blocks // 2 then -- register
-      local x = absent[math.random(#absent)]
-      local mbs, evicted = assert(m:allocate_with_evictions(1))
-      if #evicted > 0 then
-        local v = model.evict()
-        checked = checked + 1
-        local vh
-        for h, id in pairs(cached) do if id == v then vh = h end end
-        assert.are.equal(vh, evicted[1], name .. " seed " .. seed .. ": eviction " .. checked)
-        cached[vh] = nil
-      end
-      local ib = m:register(mbs[1]:stage(x.h))
-      model.admit(ib:id(), x.h, x.pos)
-      held[x.h] = ib
-      nheld = nheld + 1
+      register(absent[math.random(#absent)])
     elseif r < 0.65 and nheld > 0 then -- release
       local hs = keys(held)
-      local h = hs[math.random(#hs)]
-      local ib = held[h]
-      held[h] = nil
-      nheld = nheld - 1
-      cached[h] = ib:id()
-      ib:release()
-      model.insert(cached[h], h, pos_of[h])
+      release(hs[math.random(#hs)])
     elseif r < 0.85 then -- hit
       local hs = keys(cached)
       if #hs > 0 then
@@ -350,6 +439,8 @@ local function run(name, seed, blocks, steps, backend)
         assert.are.equal(1, m:next_use({ h }, { t }))
         model.hint(held[h] and held[h]:id() or cached[h], t)
       end
+    elseif model.chains and nheld + DEPTH <= blocks then
+      request(math.random(CHAINS))
     end
   end
   local counts, msg = kvbm._debug.check(m)
@@ -359,7 +450,7 @@ local function run(name, seed, blocks, steps, backend)
 end
 
 describe("eviction policies against independent models", function()
-  for _, name in ipairs({ "s3fifo", "sieve", "arc", "slru", "depth", "optimal" }) do
+  for _, name in ipairs({ "s3fifo", "sieve", "arc", "slru", "depth", "bip", "optimal" }) do
     it(name .. ": random registrations, releases, hits and misses evict exactly as the model", function()
       local checked = 0
       for seed = 1, 40 do checked = checked + run(name, seed, 6 + seed % 19, 400) end
@@ -433,7 +524,7 @@ describe("eviction policies against independent models", function()
   end)
 
   it("every backend name is a manager backend", function()
-    for _, name in ipairs({ "s3fifo", "sieve", "arc", "slru", "depth", "optimal" }) do
+    for _, name in ipairs({ "s3fifo", "sieve", "arc", "slru", "depth", "bip", "optimal" }) do
       assert.is_not_nil(kvbm.manager{ blocks = 2, registry = kvbm.registry{}, backend = name })
     end
   end)

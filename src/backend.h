@@ -68,6 +68,8 @@ kvbm__backend *kvbm__arc_new(const kvbm_allocator *a, uint32_t nslots);
 kvbm__backend *kvbm__slru_new(const kvbm_allocator *a, uint32_t nslots);
 /* Structure-aware: see backend_depth.c. */
 kvbm__backend *kvbm__depth_new(const kvbm_allocator *a, uint32_t nslots);
+/* Bimodal insertion (Qureshi et al., ISCA '07) on prefix chains: see bip_order.h. */
+kvbm__backend *kvbm__bip_new(const kvbm_allocator *a, uint32_t nslots);
 /* Belady's offline optimum: evicts the block hinted to be needed last. */
 kvbm__backend *kvbm__optimal_new(const kvbm_allocator *a, uint32_t nslots);
 

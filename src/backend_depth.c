@@ -9,7 +9,7 @@
  * Blocks used once go first: on real traces a block seen once is reused
  * less than half the time and late, one seen twice mostly and sooner (the
  * idea of LRU-2, O'Neil et al., SIGMOD '93). Uses are remembered across
- * evictions in a history of the last 8 x nslots evicted hashes, so a
+ * evictions in a history of the last 8 x nslots evicted hashes (ghost.h), so a
  * returning block keeps its past. Victims: blocks used once, the deepest
  * first (a prefix match stops at the first missing block, so a parent is
  * worth at least its children), then the oldest release; after them the
@@ -18,8 +18,6 @@
 #include "backend.h"
 #include "ghost.h"
 #include "slot_heap.h"
-
-#define HISTORY 8 /* evicted hashes remembered, per slot */
 
 typedef struct {
   kvbm__backend base;
@@ -114,7 +112,7 @@ kvbm__backend *kvbm__depth_new(const kvbm_allocator *a, uint32_t nslots) {
   d->hash = kvbm__realloc(a, NULL, 0, n * sizeof *d->hash);
   d->last = kvbm__realloc(a, NULL, 0, n * sizeof *d->last);
   d->second = kvbm__realloc(a, NULL, 0, n * sizeof *d->second);
-  uint32_t hist = nslots > UINT32_MAX / HISTORY ? UINT32_MAX - 1 : nslots * HISTORY;
+  uint32_t hist = kvbm__ghost_history_size(nslots);
   int rc = kvbm__ghost_init(&d->history, a, hist);
   if (!d->hash || !d->last || !d->second || rc || kvbm__heap_init(&d->heap, a, nslots) != 0) {
     dp_destroy(&d->base);

@@ -34,12 +34,21 @@ static inline void lists_free(lists *l, const kvbm_allocator *a, unsigned nlists
   kvbm__free(a, l->next, n * sizeof *l->next);
 }
 
+/* Links slot (unlinked) just before node at (a slot in a list, or a head). */
+static inline void insert_before(lists *l, uint32_t at, uint32_t slot) {
+  uint32_t before = l->prev[at];
+  l->prev[slot] = before;
+  l->next[slot] = at;
+  l->next[before] = slot;
+  l->prev[at] = slot;
+}
+
 static inline void push_tail(lists *l, unsigned list, uint32_t slot) {
-  uint32_t head = l->nslots + list, last = l->prev[head];
-  l->prev[slot] = last;
-  l->next[slot] = head;
-  l->next[last] = slot;
-  l->prev[head] = slot;
+  insert_before(l, l->nslots + list, slot);
+}
+
+static inline void push_head(lists *l, unsigned list, uint32_t slot) {
+  insert_before(l, l->next[l->nslots + list], slot);
 }
 
 static inline void unlink_node(lists *l, uint32_t slot) {

@@ -18,6 +18,14 @@ typedef struct {
   const kvbm_allocator *alloc;
 } kvbm__ghost;
 
+/* Evicted hashes a history-keeping backend remembers, per slot of its pool:
+ * reuse on real traces comes back from far beyond the pool's reach. */
+#define KVBM__HISTORY_PER_SLOT 8
+
+static inline uint32_t kvbm__ghost_history_size(uint32_t nslots) {
+  return nslots > UINT32_MAX / KVBM__HISTORY_PER_SLOT ? UINT32_MAX - 1 : nslots * KVBM__HISTORY_PER_SLOT;
+}
+
 int kvbm__ghost_init(kvbm__ghost *g, const kvbm_allocator *a, uint32_t limit); /* limit >= 1 */
 void kvbm__ghost_free(kvbm__ghost *g);
 /* Takes h out of the set; 1 when it was there. */

@@ -255,6 +255,7 @@ typedef struct kvbm_weak {
   XX(ARC, "arc")                   /* adaptive recency/frequency, ghosts */   \
   XX(SLRU, "slru")                 /* probationary and protected segments */  \
   XX(DEPTH, "depth")               /* structure-aware: see backend_depth.c */ \
+  XX(BIP, "bip")                   /* bimodal insertion: see bip_order.h */   \
   XX(OPTIMAL, "optimal")           /* Belady's optimum: needs kvbm_next_use hints */
 
 typedef enum {

@@ -241,6 +241,7 @@ static kvbm__backend *make_backend(kvbm_manager *m, const kvbm_manager_config *c
     case KVBM_BACKEND_ARC: return kvbm__arc_new(&m->alloc, m->total);
     case KVBM_BACKEND_SLRU: return kvbm__slru_new(&m->alloc, m->total);
     case KVBM_BACKEND_DEPTH: return kvbm__depth_new(&m->alloc, m->total);
+    case KVBM_BACKEND_BIP: return kvbm__bip_new(&m->alloc, m->total);
     case KVBM_BACKEND_OPTIMAL: return kvbm__optimal_new(&m->alloc, m->total);
     case KVBM_BACKEND_POLICY:
       return kvbm__policy_new(&m->alloc, m->total, cfg->policy, &m->metrics.policy_errors);
