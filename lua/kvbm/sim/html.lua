@@ -137,7 +137,7 @@ local function compare_bars(reps)
   for i, r in ipairs(reps) do
     local g = r ~= lru and r ~= opt and gap(r)
     bars[i] = { name = r.label, value = r.hit_rate, kind = r == opt and "optimum" or r == lru and "baseline" or nil,
-      note = g and format("gap %.0f%%", 100 * g) or nil }
+      note = g and format("gap %.1f%%", 100 * g) or nil }
   end
   local title = "hits in any tier / full blocks looked up" .. (lru and opt and "; gap: share of LRU -> optimum closed" or "")
   return title, bars
