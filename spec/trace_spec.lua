@@ -56,12 +56,82 @@ describe("kvbm.trace", function()
     it("returns nil for an index out of range, and raises for a non-integer one", function()
       local t = assert(kvbm.trace.parse("1 0 1 5\n"))
       for _, f in ipairs { "id", "salt", "timestamp", "input_length", "output_length", "n_tokens", "line",
-        "tokens", "request" } do
-        assert.is_nil(t[f](t, 0), f)
-        assert.is_nil(t[f](t, 2), f)
-        assert.has_error(function() t[f](t, "x") end)
-        assert.has_error(function() t[f](t, 1.5) end)
+        "tokens", "request", "sequence" } do
+        assert.is_nil(t[f](t, 0, 4), f)
+        assert.is_nil(t[f](t, 2, 4), f)
+        assert.has_error(function() t[f](t, "x", 4) end)
+        assert.has_error(function() t[f](t, 1.5, 4) end)
       end
+    end)
+
+    describe("t:sequence", function()
+      local text = "1 7 5 10 11 12 13 14\n2 18446744073709551615 2 4294967295 0\n3 7 0\n4 9 3 10 11 12\n"
+
+      it("is kvbm.sequence of the request's tokens and salt", function()
+        local t = assert(kvbm.trace.parse(text))
+        for i = 1, #t do
+          for _, bs in ipairs { 1, 2, 4 } do
+            local want = kvbm.sequence(t:tokens(i), bs, t:salt(i))
+            local got = t:sequence(i, bs)
+            assert.are.same({ want:hashes(), want:tokens(), want:salt(), want:block_size() },
+              { got:hashes(), got:tokens(), got:salt(), got:block_size() }, ("request %d, block size %d"):format(i, bs))
+          end
+        end
+        assert.are.equal(2, #t:sequence(1, 2), "5 tokens: 2 full blocks, the fifth in the tail")
+        assert.are.same({ 14 }, t:sequence(1, 2):partial())
+      end)
+
+      it("refills a sequence in place: another salt, fewer or more tokens, nothing left of before", function()
+        local t = assert(kvbm.trace.parse(text))
+        local seq = kvbm.sequence({ 1, 2, 3, 4, 5, 6, 7, 8, 9 }, 2, 123)
+        for _, i in ipairs { 1, 2, 3, 1, 4, 2 } do
+          assert.are.equal(seq, t:sequence(i, 2, seq), "the same object back")
+          local want = kvbm.sequence(t:tokens(i), 2, t:salt(i))
+          assert.are.same({ want:hashes(), want:tokens(), want:salt() }, { seq:hashes(), seq:tokens(), seq:salt() },
+            "request " .. i)
+        end
+        local before = kvbm._debug.live().allocations
+        for _ = 1, 10 do for i = 1, #t do t:sequence(i, 2, seq) end end
+        assert.are.equal(before, kvbm._debug.live().allocations, "refilling allocates nothing once large enough")
+      end)
+
+      it("raises on misuse and leaves the sequence it was given as it was", function()
+        local t = assert(kvbm.trace.parse(text))
+        local seq = kvbm.sequence({ 1, 2, 3, 4, 5 }, 2, 3)
+        local hashes = seq:hashes()
+        local function intact()
+          assert.are.same({ hashes, { 1, 2, 3, 4, 5 }, 3 }, { seq:hashes(), seq:tokens(), seq:salt() })
+        end
+        for _, case in ipairs {
+          { function() t:sequence(1, 0, seq) end, "block size must be in 1..2^32-1" },
+          { function() t:sequence(1, "two", seq) end, "number expected, got string" },
+          { function() t:sequence(1, 4, seq) end, "a sequence of another block size" },
+          { function() t:sequence(1, 2, {}) end, "kvbm.Sequence expected, got table" },
+          { function() t:sequence(5, 2, {}) end, "kvbm.Sequence expected, got table" },
+        } do
+          local ok, err = pcall(case[1])
+          assert.is_false(ok)
+          assert.matches(case[2], err, 1, true)
+          assert.not_matches("%.c:%d", err)
+          intact()
+        end
+        assert.is_nil(t:sequence(5, 2, seq), "out of range: nil")
+        intact()
+      end)
+
+      it("feeds a BlockSet replay the same hashes as a sequence of the tokens", function()
+        local t = assert(kvbm.trace.parse(text))
+        local m = kvbm.manager{ blocks = 8, block_size = 2, registry = kvbm.registry{} }
+        local seq
+        for i = 1, #t do
+          seq = t:sequence(i, 2, seq)
+          local got = m:match_set(seq)
+          got:append(m:register_set(assert(m:allocate_set(#seq - #got)), seq, #got))
+          for k = 1, #got do assert.are.equal(kvbm.sequence(t:tokens(i), 2, t:salt(i)):hash(k - 1), got:hash(k)) end
+          got:release()
+        end
+        assert.are.equal(8, m:available())
+      end)
     end)
 
     -- file, physical line, what

@@ -154,6 +154,14 @@ KVBM_API void kvbm_sequence_free(kvbm_sequence *s);
  * (KVBM_ENOMEM, KVBM_EPOSITION_LIMIT) the sequence is unchanged. */
 KVBM_API KVBM_NODISCARD int kvbm_sequence_extend(kvbm_sequence *s, const uint32_t *tokens,
                                                  size_t n, size_t *lo, size_t *hi);
+/* Replaces the tokens by tokens[0, n) and the salt by salt: what a new
+ * sequence of the same block size extended with them holds, in the memory
+ * this one already has (a host hashing request after request allocates
+ * nothing once it is large enough). Returns the number of full blocks.
+ * Atomic: on error (KVBM_ENOMEM, KVBM_EPOSITION_LIMIT) the sequence is
+ * unchanged. */
+KVBM_API KVBM_NODISCARD int kvbm_sequence_reset(kvbm_sequence *s, uint64_t salt, const uint32_t *tokens,
+                                                size_t n);
 /* Keeps the first len tokens (no-op when len >= total). */
 KVBM_API void kvbm_sequence_truncate(kvbm_sequence *s, size_t len);
 /* Removes the last n tokens; KVBM_EINSUFFICIENT_TOKENS when n > total. */

@@ -80,6 +80,18 @@ int kvbm_sequence_extend(kvbm_sequence *s, const uint32_t *tokens, size_t n, siz
   return (int)(nblocks - first > INT32_MAX ? INT32_MAX : nblocks - first);
 }
 
+int kvbm_sequence_reset(kvbm_sequence *s, uint64_t salt, const uint32_t *tokens, size_t n) {
+  size_t nblocks = n / s->block_size;
+  if (nblocks > (size_t)KVBM_MAX_POSITION + 1) return KVBM_EPOSITION_LIMIT;
+  /* all the memory first, so that the extend below cannot fail */
+  int rc = kvbm__grow(&s->alloc, (void **)&s->tokens, &s->tokens_cap, n, sizeof *tokens);
+  if (rc == 0) rc = reserve_blocks(s, nblocks);
+  if (rc) return rc;
+  s->ntokens = s->nblocks = 0;
+  s->salt = salt;
+  return kvbm_sequence_extend(s, tokens, n, NULL, NULL);
+}
+
 void kvbm_sequence_truncate(kvbm_sequence *s, size_t len) {
   if (len >= s->ntokens) return;
   s->ntokens = len;

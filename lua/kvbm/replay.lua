@@ -3,7 +3,7 @@
 -- replay.load(path, opts) reads a trace with kvbm.trace.load (text, or
 -- Mooncake/Dynamo JSONL; see kvbm_trace.h) into a list of requests with
 -- their tokens packed as u32 strings, ready for kvbm.sequence;
--- replay.run{...} replays it against a manager:
+-- replay.run{...} replays it (or the kvbm.Trace itself) against a manager:
 --   (e) before each request, when `window` requests hold blocks, release the
 --       oldest one's blocks (position order); (a) hash the full blocks with
 --       the line's salt; (b) match them; (c) allocate the rest, or count the
@@ -16,6 +16,15 @@ local _ENV = nil
 
 local M = {}
 
+-- The list replay.load returns: one table per request of trace t.
+local function requests_of(t)
+  local out = {}
+  for i = 1, #t do
+    out[i] = { id = t:id(i), salt = t:salt(i), n = t:n_tokens(i), tokens = t:tokens(i) }
+  end
+  return out
+end
+
 --- Reads a trace (path, "-" for standard input; opts as kvbm.trace.load's).
 --- Returns a list of { id, salt, n, tokens = <packed u32 string> } and the
 --- kvbm.Trace, or nil, err for a file that cannot be read or is malformed
@@ -23,23 +32,21 @@ local M = {}
 function M.load(path, opts)
   local t, err = kvbm.trace.load(path, opts)
   if not t then return nil, err end
-  local out = {}
-  for i = 1, #t do
-    out[i] = { id = t:id(i), salt = t:salt(i), n = t:n_tokens(i), tokens = t:tokens(i) }
-  end
-  return out, t
+  return requests_of(t), t
 end
 
-local function run_sets(requests, m, window, bs, stats)
-  local held, head, count = {}, 1, 0
-  for _, req in ipairs(requests) do
+-- sequence_of(i, seq) -> request i's sequence (seq: the previous request's,
+-- done with, to refill).
+local function run_sets(n, sequence_of, m, window, stats)
+  local held, head, count, seq = {}, 1, 0, nil
+  for i = 1, n do
     if count == window then
       held[head]:release()
       held[head] = nil
       head, count = head % window + 1, count - 1
     end
-    local nfull = req.n // bs
-    local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+    seq = sequence_of(i, seq)
+    local nfull = #seq
     local got = m:match_set(seq)
     local h = #got
     stats.hits = stats.hits + h
@@ -94,17 +101,33 @@ local function run_blocks(requests, m, window, bs, stats)
   for i = 1, window do if held[i] then release_all(held[i]) end end
 end
 
---- Replays requests against opts.manager with opts.window; opts.mode is
---- "sets" (default) or "blocks". Returns the counts and the loop's seconds.
+--- Replays opts.trace (a kvbm.Trace) or opts.requests (replay.load's list)
+--- against opts.manager with opts.window; opts.mode is "sets" (default) or
+--- "blocks". Returns the counts and the loop's seconds.
 function M.run(opts)
   local m, window = assert(opts.manager, "manager required"), assert(opts.window, "window required")
-  local stats = { requests = #opts.requests, full_blocks = 0, hits = 0, allocations = 0, rejected = 0 }
+  local trace, requests = opts.trace, opts.requests
+  assert(trace or requests, "trace or requests required")
+  local bs = m:block_size()
+  local sets = (opts.mode or "sets") == "sets"
+  local sequence_of
+  if sets and trace then -- hashed straight from the loaded trace, one sequence refilled
+    sequence_of = function(i, seq) return trace:sequence(i, bs, seq) end
+  else
+    requests = requests or requests_of(trace)
+    sequence_of = function(i)
+      local req = requests[i]
+      return kvbm.sequence(req.tokens:sub(1, req.n // bs * bs * 4), bs, req.salt)
+    end
+  end
+  local n = trace and #trace or #requests
+  local stats = { requests = n, full_blocks = 0, hits = 0, allocations = 0, rejected = 0 }
   local before = m:metrics().kvbm_evictions_total
   local t0 = clock()
-  if (opts.mode or "sets") == "sets" then
-    run_sets(opts.requests, m, window, m:block_size(), stats)
+  if sets then
+    run_sets(n, sequence_of, m, window, stats)
   else
-    run_blocks(opts.requests, m, window, m:block_size(), stats)
+    run_blocks(requests, m, window, bs, stats)
   end
   stats.seconds = clock() - t0
   stats.evictions = m:metrics().kvbm_evictions_total - before

@@ -114,6 +114,43 @@ int main(void) {
   ok(kvbm_sequence_extend(s, toks, 64, &lo, &hi) == 16 && hi == 16, "extend succeeds afterwards");
   kvbm_sequence_free(s);
 
+  /* reset: a fresh sequence's content in the old memory; atomic on failure */
+  ok(kvbm_sequence_new(NULL, 4, 1, &s) == 0 && kvbm_sequence_extend(s, toks, 30, NULL, NULL) == 7,
+     "a sequence of salt 1, 30 tokens");
+  ref = from_range(18, 4, 1337);
+  ok(kvbm_sequence_reset(s, 1337, toks, 18) == 4 && same_hashes(s, ref) && kvbm_sequence_salt(s) == 1337 &&
+         kvbm_sequence_total_tokens(s) == 18 && kvbm_sequence_tokens(s)[17] == 17,
+     "reset to 18 tokens, salt 1337: the hashes, tokens and salt of a new sequence");
+  kvbm_sequence_free(ref);
+  ref = from_range(64, 4, 9);
+  ok(kvbm_sequence_reset(s, 9, toks, 64) == 16 && same_hashes(s, ref), "reset to more tokens than it had");
+  ok(kvbm_sequence_reset(s, 9, NULL, 0) == 0 && kvbm_sequence_blocks(s) == 0 && kvbm_sequence_total_tokens(s) == 0,
+     "reset to nothing");
+  kvbm_sequence_free(ref);
+  kvbm_sequence_free(s);
+  ok(kvbm_sequence_new(NULL, 1, 5, &s) == 0 && kvbm_sequence_extend(s, toks, 3, NULL, NULL) == 3, "new(1), 3 blocks");
+  ok(kvbm_sequence_reset(s, 6, &one, (size_t)KVBM_MAX_POSITION + 2) == KVBM_EPOSITION_LIMIT &&
+         kvbm_sequence_blocks(s) == 3 && kvbm_sequence_salt(s) == 5 && kvbm_sequence_tokens(s)[2] == 2,
+     "reset past 2^24 blocks fails and leaves the sequence intact");
+  kvbm_sequence_free(s);
+  ref = from_range(8, 4, 3);
+  int intact = 1;
+  for (int left = 0; left < 3; left++) { /* tokens, hashes, block hashes: each may fail */
+    budget = 100;
+    intact = intact && kvbm_sequence_new(&a, 4, 3, &s) == 0 && kvbm_sequence_extend(s, toks, 8, NULL, NULL) == 2;
+    budget = left;
+    intact = intact && kvbm_sequence_reset(s, 4, toks, 64) == KVBM_ENOMEM && same_hashes(s, ref) &&
+             kvbm_sequence_salt(s) == 3 && kvbm_sequence_total_tokens(s) == 8 && kvbm_sequence_tokens(s)[7] == 7;
+    if (left < 2) kvbm_sequence_free(s);
+  }
+  ok(intact, "reset under allocation failure (0, 1, 2 allocations left) changes nothing");
+  kvbm_sequence_free(ref);
+  budget = 100;
+  ref = from_range(64, 4, 4);
+  ok(kvbm_sequence_reset(s, 4, toks, 64) == 16 && same_hashes(s, ref), "reset succeeds once memory returns");
+  kvbm_sequence_free(ref);
+  kvbm_sequence_free(s);
+
   ok(kvbm_strerror(KVBM_EPOSITION_LIMIT)[0] != '\0' &&
          strcmp(kvbm_err_name(KVBM_EBLOCK_SIZE), "invalid_block_size") == 0 &&
          strcmp(kvbm_err_name(12345), "unknown_error") == 0,

@@ -172,6 +172,11 @@ void lkvbm_open_events(lua_State *L);   /* kvbm.events, kvbm.loop, kvbm.publishe
 kvbm_events *lkvbm_events_of(lua_State *L, int idx, int *lua_policy);
 const kvbm_sink *lkvbm_tofilesink(lua_State *L, int idx); /* NULL unless a kvbm.FileSink */
 kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx); /* NULL unless a kvbm.Sequence */
+/* A block size argument (1..2^32-1; raises otherwise). */
+uint64_t lkvbm_checkblocksize(lua_State *L, int idx);
+/* Pushes a new kvbm.Sequence of tokens[0, n), or nil, err; returns how many
+ * values it pushed. */
+int lkvbm_pushsequence(lua_State *L, uint64_t block_size, uint64_t salt, const uint32_t *tokens, size_t n);
 /* Creates (or reuses) kvbm.sink and kvbm.sub on the module table at -1 and
  * sets kvbm.sink.nats and kvbm.sub.nats (lnats.c). */
 void lkvbm_open_nats(lua_State *L);

@@ -26,23 +26,29 @@ static int extend_result(lua_State *L, kvbm_sequence *s, const uint32_t *toks, s
   return 2;
 }
 
-static int seq_new(lua_State *L) {
-  size_t n = 0;
-  const uint32_t *toks = NULL;
-  lua_Integer bs = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, bs > 0 && bs <= (lua_Integer)UINT32_MAX, 2, "block size must be in 1..2^32-1");
-  uint64_t salt = lua_isnoneornil(L, 3) ? 0 : lkvbm_checku64(L, 3);
-  if (!lua_isnoneornil(L, 1)) toks = lkvbm_checktokens(L, 1, &n);
+uint64_t lkvbm_checkblocksize(lua_State *L, int idx) {
+  lua_Integer bs = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, bs > 0 && bs <= (lua_Integer)UINT32_MAX, idx, "block size must be in 1..2^32-1");
+  return (uint64_t)bs;
+}
+
+int lkvbm_pushsequence(lua_State *L, uint64_t block_size, uint64_t salt, const uint32_t *tokens, size_t n) {
   SequenceBox *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
   luaL_setmetatable(L, LKVBM_SEQUENCE_MT);
-  int rc = kvbm_sequence_new(lkvbm_allocator(L), (uint64_t)bs, salt, &box->s);
-  if (rc == 0) {
-    size_t lo, hi;
-    rc = kvbm_sequence_extend(box->s, toks, n, &lo, &hi);
-  }
+  int rc = kvbm_sequence_new(lkvbm_allocator(L), block_size, salt, &box->s);
+  if (rc == 0) rc = kvbm_sequence_extend(box->s, tokens, n, NULL, NULL);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   return 1;
+}
+
+static int seq_new(lua_State *L) {
+  size_t n = 0;
+  const uint32_t *toks = NULL;
+  uint64_t bs = lkvbm_checkblocksize(L, 2);
+  uint64_t salt = lua_isnoneornil(L, 3) ? 0 : lkvbm_checku64(L, 3);
+  if (!lua_isnoneornil(L, 1)) toks = lkvbm_checktokens(L, 1, &n);
+  return lkvbm_pushsequence(L, bs, salt, toks, n);
 }
 
 static int seq_gc(lua_State *L) {

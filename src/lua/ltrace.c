@@ -10,7 +10,8 @@
  * ("malformed_trace", "io_error", ...), err.message ("file:line: what"),
  * err.file and err.line. Bad options raise; so does a raising progress
  * function (its error, unchanged). Requests are indexed 1..#t; each
- * accessor returns nil for an index out of range. */
+ * accessor returns nil for an index out of range. t:sequence(i, bs) hashes
+ * request i straight from the trace (see trace_sequence). */
 #include <string.h>
 
 #include "kvbm_trace.h"
@@ -226,6 +227,30 @@ static void pushtokens(lua_State *L, const kvbm_trace *t, size_t i) {
 TRACE_FIELDS(TRACE_ACCESSOR)
 #undef TRACE_ACCESSOR
 
+/* t:sequence(i, block_size [, into]): request i's tokens hashed with its
+ * salt, straight from the loaded trace (no Lua string on the way). into, a
+ * kvbm.Sequence of that block size, is refilled in place and returned: its
+ * memory is reused, so a replay allocates nothing per request. */
+static int trace_sequence(lua_State *L) {
+  kvbm_trace *t;
+  const kvbm_trace_request *r = request_at(L, &t);
+  uint64_t bs = lkvbm_checkblocksize(L, 3);
+  kvbm_sequence *into = NULL;
+  if (!lua_isnoneornil(L, 4)) {
+    into = lkvbm_tosequence(L, 4);
+    luaL_argexpected(L, into, 4, LKVBM_SEQUENCE_MT);
+    luaL_argcheck(L, kvbm_sequence_block_size(into) == bs, 4, "a sequence of another block size");
+  }
+  if (!r) return luaL_pushfail(L), 1;
+  size_t n;
+  const uint32_t *tok = kvbm_trace_tokens(t, (size_t)(r - kvbm_trace_get(t, 0)), &n);
+  if (!into) return lkvbm_pushsequence(L, bs, r->salt, tok, n);
+  int rc = kvbm_sequence_reset(into, r->salt, tok, n);
+  if (rc < 0) return lkvbm_pusherror(L, rc); /* into unchanged */
+  lua_settop(L, 4);
+  return 1;
+}
+
 /* t:request(i): one table with every field (convenient, not for hot loops). */
 static int trace_request(lua_State *L) {
   kvbm_trace *t;
@@ -266,6 +291,7 @@ void lkvbm_open_trace(lua_State *L) {
       TRACE_FIELDS(TRACE_METHOD)
 #undef TRACE_METHOD
       {"request", trace_request},
+      {"sequence", trace_sequence},
       {"total_tokens", trace_total_tokens},
       {"format", trace_format},
       {NULL, NULL},
