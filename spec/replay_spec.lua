@@ -31,24 +31,28 @@ local function model(count, window)
 end
 
 describe("trace replay (LRU) against an independent model", function()
-  local requests
-  setup(function() requests = assert(replay.load(trace)) end)
+  local requests, loaded
+  setup(function() requests, loaded = assert(replay.load(trace)) end)
 
   for _, case in ipairs { { 256, 8 }, { 512, 4 }, { 2048, 16 }, { 26, 2 } } do
     local count, window = case[1], case[2]
     for _, mode in ipairs { "sets", "blocks" } do
-      it(("%d blocks, window %d, %s"):format(count, window, mode), function()
-        local want = model(count, window)
-        local m = kvbm.manager{ blocks = count, block_size = 16, backend = "lru", registry = kvbm.registry{} }
-        local got = replay.run{ requests = requests, manager = m, window = window, mode = mode }
-        assert.are.same(want, { hits = got.hits, allocations = got.allocations, rejected = got.rejected,
-          evictions = got.evictions })
-        assert.is_true(got.hits > 0)
-        if count <= 256 then assert.is_true(got.evictions > 0) end
-        if count == 26 then assert.is_true(got.rejected > 0, "this case exercises rejections") end
-        assert.are.equal(count, m:available(), "everything returns after the replay")
-        assert.truthy(kvbm._debug.check(m))
-      end)
+      for _, from in ipairs { "requests", "trace" } do -- the list, or the kvbm.Trace (t:sequence)
+        it(("%d blocks, window %d, %s, from the %s"):format(count, window, mode, from), function()
+          local want = model(count, window)
+          local m = kvbm.manager{ blocks = count, block_size = 16, backend = "lru", registry = kvbm.registry{} }
+          local got = replay.run{ requests = from == "requests" and requests or nil,
+            trace = from == "trace" and loaded or nil, manager = m, window = window, mode = mode }
+          assert.are.equal(#requests, got.requests)
+          assert.are.same(want, { hits = got.hits, allocations = got.allocations, rejected = got.rejected,
+            evictions = got.evictions })
+          assert.is_true(got.hits > 0)
+          if count <= 256 then assert.is_true(got.evictions > 0) end
+          if count == 26 then assert.is_true(got.rejected > 0, "this case exercises rejections") end
+          assert.are.equal(count, m:available(), "everything returns after the replay")
+          assert.truthy(kvbm._debug.check(m))
+        end)
+      end
     end
   end
 
