@@ -14,11 +14,15 @@
 
 enum { SET_MUTABLE, SET_IMMUTABLE };
 
+/* The blocks live in the userdata itself (one allocation per set, visible
+ * to the collector) until an append outgrows them; then on the binding's
+ * allocator. */
 typedef struct {
-  kvbm_block *b;
+  kvbm_block *b; /* inline, or on alloc once grown */
   size_t n, cap;
   int kind;
   const kvbm_allocator *alloc;
+  kvbm_block inline_blocks[];
 } SetBox;
 
 static ManagerBox *set_owner(lua_State *L, int idx) {
@@ -28,22 +32,37 @@ static ManagerBox *set_owner(lua_State *L, int idx) {
   return mb && mb->m ? mb : NULL;
 }
 
+/* A set with room for n blocks (raises, as Lua does, when memory runs out). */
 static SetBox *newset(lua_State *L, int midx, int kind, size_t n) {
   midx = lua_absindex(L, midx);
-  SetBox *sb = lua_newuserdatauv(L, sizeof *sb, 1);
-  memset(sb, 0, sizeof *sb);
+  if (n > (SIZE_MAX - sizeof(SetBox)) / sizeof(kvbm_block)) luaL_error(L, "kvbm: block set too large");
+  SetBox *sb = lua_newuserdatauv(L, sizeof *sb + n * sizeof(kvbm_block), 1);
+  sb->b = sb->inline_blocks;
+  sb->n = 0;
+  sb->cap = n;
   sb->kind = kind;
   sb->alloc = lkvbm_allocator(L);
-  luaL_setmetatable(L, LKVBM_SET_MT);
+  lkvbm_setmetatable(L, LKVBM_SET_MT);
   lua_pushvalue(L, midx);
   lua_setiuservalue(L, -2, 1);
-  if (lkvbm_grow(sb->alloc, (void **)&sb->b, &sb->cap, n ? n : 1, sizeof *sb->b))
-    return NULL; /* the caller returns nil, no_memory */
   return sb;
 }
 
+/* Room for need blocks; 0 or KVBM_ENOMEM (the set untouched). */
+static int reserve(SetBox *sb, size_t need) {
+  if (need <= sb->cap) return 0;
+  if (sb->b != sb->inline_blocks) return lkvbm_grow(sb->alloc, (void **)&sb->b, &sb->cap, need, sizeof *sb->b);
+  kvbm_block *heap = NULL;
+  size_t cap = 0;
+  if (lkvbm_grow(sb->alloc, (void **)&heap, &cap, need, sizeof *heap)) return KVBM_ENOMEM;
+  memcpy(heap, sb->b, sb->n * sizeof *heap);
+  sb->b = heap;
+  sb->cap = cap;
+  return 0;
+}
+
 static SetBox *checkset(lua_State *L, int idx, ManagerBox **mbp) {
-  SetBox *sb = luaL_checkudata(L, idx, LKVBM_SET_MT);
+  SetBox *sb = lkvbm_checkudata(L, idx, LKVBM_SET_MT);
   ManagerBox *mb = set_owner(L, idx);
   if (!mb) luaL_error(L, "attempt to use a block set of a closed " LKVBM_MANAGER_MT);
   lkvbm_enter(L, mb->reg);
@@ -76,7 +95,6 @@ static int m_allocate_set(lua_State *L) {
   luaL_argcheck(L, n >= 0, 2, "block count must be non-negative");
   if ((lua_Unsigned)n > kvbm_manager_available(mb->m)) goto nospace;
   SetBox *sb = newset(L, 1, SET_MUTABLE, (size_t)n);
-  if (!sb) return lkvbm_pusherror(L, KVBM_ENOMEM);
   lkvbm_policy_prepare(mb, (size_t)n);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
@@ -100,8 +118,7 @@ static int m_match_set(lua_State *L) {
   size_t n;
   const kvbm_hash *hs = hashes_from(L, 2, &n);
   int scattered = lua_toboolean(L, 3);
-  SetBox *sb = newset(L, 1, SET_IMMUTABLE, n);
-  if (!sb) return lkvbm_pusherror(L, KVBM_ENOMEM);
+  SetBox *sb = newset(L, 1, SET_IMMUTABLE, n); /* room to append the rest of the request */
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   if (scattered) { /* every hash found, in order; misses are left out */
@@ -123,7 +140,7 @@ static int m_match_set(lua_State *L) {
 static int m_register_set(lua_State *L) {
   ManagerBox *mb = lkvbm_checkmanager(L, 1);
   lkvbm_enter(L, mb->reg);
-  SetBox *in = luaL_checkudata(L, 2, LKVBM_SET_MT);
+  SetBox *in = lkvbm_checkudata(L, 2, LKVBM_SET_MT);
   luaL_argcheck(L, set_owner(L, 2) == mb, 2, "block set of another manager");
   luaL_argcheck(L, in->kind == SET_MUTABLE, 2, "expected a set of mutable blocks");
   lua_Integer first = luaL_optinteger(L, 4, 0); /* before hashes_from pushes its copy */
@@ -135,29 +152,27 @@ static int m_register_set(lua_State *L) {
       luaL_error(L, "block set holds a block that is no longer mutable");
     if (!kvbm_hash_valid(hs[first + i])) luaL_error(L, "malformed sequence hash");
   }
-  SetBox *out = newset(L, 1, SET_IMMUTABLE, in->n);
-  if (!out) return lkvbm_pusherror(L, KVBM_ENOMEM); /* nothing staged yet */
-  kvbm_block *staged = lua_newuserdatauv(L, (in->n ? in->n : 1) * sizeof *staged, 0);
+  SetBox *out = newset(L, 1, SET_IMMUTABLE, in->n); /* may raise: nothing staged yet */
+  /* staged in place: the mutable set is consumed (or given its blocks back) */
   for (size_t i = 0; i < in->n; i++) /* cannot fail: checked above */
-    if (kvbm_stage(mb->m, in->b[i], hs[first + i], kvbm_manager_block_size(mb->m), &staged[i]) < 0)
-      staged[i] = KVBM_NO_BLOCK;
+    if (kvbm_stage(mb->m, in->b[i], hs[first + i], kvbm_manager_block_size(mb->m), &in->b[i]) < 0)
+      in->b[i] = KVBM_NO_BLOCK;
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
-  int rc = kvbm_register_all(mb->m, staged, in->n, out->b);
+  int rc = kvbm_register_all(mb->m, in->b, in->n, out->b);
   lkvbm_core_end(L, mb, &cc);
   if (rc < 0) { /* only out of memory: give the blocks back as mutable */
     for (size_t i = 0; i < in->n; i++)
-      if (kvbm_complete_reset(mb->m, staged[i], &in->b[i]) < 0) in->b[i] = KVBM_NO_BLOCK;
+      if (kvbm_complete_reset(mb->m, in->b[i], &in->b[i]) < 0) in->b[i] = KVBM_NO_BLOCK;
     return lkvbm_pusherror(L, rc);
   }
   out->n = in->n;
   in->n = 0;
-  lua_pop(L, 1);
   return 1;
 }
 
 static int set_len(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)((SetBox *)luaL_checkudata(L, 1, LKVBM_SET_MT))->n);
+  lua_pushinteger(L, (lua_Integer)((SetBox *)lkvbm_checkudata(L, 1, LKVBM_SET_MT))->n);
   return 1;
 }
 
@@ -209,11 +224,10 @@ static int set_block(lua_State *L) {
 static int set_append(lua_State *L) {
   ManagerBox *mb;
   SetBox *sb = checkset(L, 1, &mb);
-  SetBox *other = luaL_checkudata(L, 2, LKVBM_SET_MT);
+  SetBox *other = lkvbm_checkudata(L, 2, LKVBM_SET_MT);
   luaL_argcheck(L, set_owner(L, 2) == mb && other->kind == sb->kind && other != sb, 2,
                 "a different set of the same kind and manager");
-  if (lkvbm_grow(sb->alloc, (void **)&sb->b, &sb->cap, sb->n + other->n, sizeof *sb->b))
-    return lkvbm_pusherror(L, KVBM_ENOMEM); /* both sets as they were */
+  if (reserve(sb, sb->n + other->n)) return lkvbm_pusherror(L, KVBM_ENOMEM); /* both sets as they were */
   memcpy(sb->b + sb->n, other->b, other->n * sizeof *sb->b);
   sb->n += other->n;
   other->n = 0;
@@ -227,7 +241,7 @@ static int set_append(lua_State *L) {
  * last user let go) and their 1-based indices in the set; returns how many
  * values it pushed. */
 static int release_set(lua_State *L, int from_gc, int reverse, int collect) {
-  SetBox *sb = luaL_checkudata(L, 1, LKVBM_SET_MT);
+  SetBox *sb = lkvbm_checkudata(L, 1, LKVBM_SET_MT);
   ManagerBox *mb = set_owner(L, 1);
   int hidx = 0, iidx = 0;
   if (collect) {
@@ -260,9 +274,9 @@ static int release_set(lua_State *L, int from_gc, int reverse, int collect) {
     lkvbm_core_end(L, mb, &cc);
   }
   sb->n = 0;
-  if (from_gc) {
+  if (from_gc && sb->b != sb->inline_blocks) {
     lkvbm_free(sb->alloc, sb->b, sb->cap * sizeof *sb->b);
-    sb->b = NULL;
+    sb->b = sb->inline_blocks;
     sb->cap = 0;
   }
   return collect ? 2 : 0;

@@ -6,7 +6,7 @@ typedef struct {
 } SequenceBox;
 
 static kvbm_sequence *checkseq(lua_State *L, int idx) {
-  return ((SequenceBox *)luaL_checkudata(L, idx, LKVBM_SEQUENCE_MT))->s;
+  return ((SequenceBox *)lkvbm_checkudata(L, idx, LKVBM_SEQUENCE_MT))->s;
 }
 
 /* Extends and returns lo, hi (0-based, half-open) or nil when no block
@@ -35,7 +35,7 @@ uint64_t lkvbm_checkblocksize(lua_State *L, int idx) {
 int lkvbm_pushsequence(lua_State *L, uint64_t block_size, uint64_t salt, const uint32_t *tokens, size_t n) {
   SequenceBox *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
-  luaL_setmetatable(L, LKVBM_SEQUENCE_MT);
+  lkvbm_setmetatable(L, LKVBM_SEQUENCE_MT);
   int rc = kvbm_sequence_new(lkvbm_allocator(L), block_size, salt, &box->s);
   if (rc == 0) rc = kvbm_sequence_extend(box->s, tokens, n, NULL, NULL);
   if (rc < 0) return lkvbm_pusherror(L, rc);
@@ -229,6 +229,6 @@ void lkvbm_open_sequence(lua_State *L) {
 }
 
 kvbm_sequence *lkvbm_tosequence(lua_State *L, int idx) {
-  SequenceBox *box = luaL_testudata(L, idx, LKVBM_SEQUENCE_MT);
+  SequenceBox *box = lkvbm_testudata(L, idx, LKVBM_SEQUENCE_MT);
   return box ? box->s : NULL;
 }

@@ -22,7 +22,7 @@ typedef struct {
 } TraceBox;
 
 static kvbm_trace *checktrace(lua_State *L, int idx) {
-  TraceBox *box = luaL_checkudata(L, idx, LKVBM_TRACE_MT);
+  TraceBox *box = lkvbm_checkudata(L, idx, LKVBM_TRACE_MT);
   if (!box->t) luaL_error(L, "attempt to use an empty " LKVBM_TRACE_MT);
   return box->t;
 }
