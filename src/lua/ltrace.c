@@ -230,7 +230,7 @@ TRACE_FIELDS(TRACE_ACCESSOR)
 /* t:sequence(i, block_size [, into]): request i's tokens hashed with its
  * salt, straight from the loaded trace (no Lua string on the way). into, a
  * kvbm.Sequence of that block size, is refilled in place and returned: its
- * memory is reused, so a replay allocates nothing per request. */
+ * memory is reused, so hashing request after request allocates nothing. */
 static int trace_sequence(lua_State *L) {
   kvbm_trace *t;
   const kvbm_trace_request *r = request_at(L, &t);
