@@ -1,7 +1,7 @@
 /* fuzz_sequence.c - token block sequences and lineage hashes with hostile
  * sizes: block sizes from 0 to 2^64-1, extends that cross the 2^24 position
- * limit, truncate/unwind/pop at and past the ends, and the hash functions on
- * arbitrary words. The sequence is compared with a plain token array after
+ * limit, truncate/unwind/pop at and past the ends, resets to a prefix with
+ * another salt, and the hash functions on arbitrary words. The sequence is compared with a plain token array after
  * every call; small ones also with a sequence built in one extend and with
  * the block/chain hash definitions. */
 #include <string.h>
@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int steps = 0; fuzz_more(&in) && steps < 64; steps++) {
     uint8_t op = fuzz_u8(&in);
     if (op & 0x80) check_hashes(&in);
-    switch (op % 5) {
+    switch (op % 6) {
     case 0: { /* extend by a hostile count: refused exactly when a position would pass 2^24-1 */
       uint64_t k = fuzz_size(&in);
       int over = k > SIZE_MAX - n || (n + k) / bs > (uint64_t)KVBM_MAX_POSITION + 1;
@@ -144,6 +144,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       rc = kvbm_sequence_pop(s, &t);
       FUZZ_CHECK(n == 0 ? rc == KVBM_EEMPTY : rc == 0 && t == model[n - 1], "pop: %d", rc);
       if (rc == 0) n--;
+      break;
+    }
+    case 4: { /* reset: a prefix of the model (or a hostile count) and a new salt */
+      uint64_t k = fuzz_size(&in), nsalt = fuzz_u64(&in);
+      if (k / bs > (uint64_t)KVBM_MAX_POSITION + 1) {
+        FUZZ_CHECK(kvbm_sequence_reset(s, nsalt, NULL, (size_t)k) == KVBM_EPOSITION_LIMIT, "reset to %llu tokens",
+                   (unsigned long long)k);
+        break; /* unchanged: compared below */
+      }
+      k %= n + 1;
+      rc = kvbm_sequence_reset(s, nsalt, model, (size_t)k);
+      FUZZ_CHECK(rc >= 0 && (uint64_t)rc == k / bs && kvbm_sequence_salt(s) == nsalt, "reset to %llu: %d",
+                 (unsigned long long)k, rc);
+      n = (size_t)k;
+      salt = nsalt;
       break;
     }
     default: /* a refill of the cut tail with other tokens: old hashes must not survive */
