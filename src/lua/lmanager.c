@@ -244,7 +244,7 @@ static int manager_allocate_with_evictions(lua_State *L) { return allocate(L, 1)
 /* -------------------------------------------------------- registration */
 
 static BlockBox *checkcomplete(lua_State *L, int idx, ManagerBox *mb) {
-  BlockBox *bb = lkvbm_testudata(L, idx, LKVBM_COMPLETE_MT);
+  BlockBox *bb = lkvbm_testguard(L, idx, LKVBM_COMPLETE_MT);
   if (!bb) luaL_typeerror(L, idx, LKVBM_COMPLETE_MT);
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed " LKVBM_COMPLETE_MT);
   if (bb->mb != mb) luaL_argerror(L, idx, "block of another manager");
@@ -281,6 +281,11 @@ static int do_register(lua_State *L, int all) {
     sc.to[i]->b = sc.out[i];
     lkvbm_guard_on(L, sc.to[i]);
     lkvbm_guard_off(L, sc.from[i]); /* consumed */
+  }
+  for (size_t i = 0; i < n; i++) { /* the list as it is now (a Lua policy may have changed it) */
+    if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    if (lua_touserdata(L, all ? -1 : 2) == sc.from[i]) lkvbm_guard_retire(L, all ? -1 : 2, LKVBM_COMPLETE_MT);
+    if (all) lua_pop(L, 1);
   }
   if (!all) lua_rawgeti(L, t, 1);
   return 1;
@@ -607,7 +612,8 @@ void lkvbm_open_manager(lua_State *L) {
       {NULL, NULL},
   };
   static const luaL_Reg metrics_meta[] = {{"__tostring", metrics_tostring}, {NULL, NULL}};
-  lkvbm_newclass(L, LKVBM_MANAGER_MT, meta, methods);
+  lkvbm_push_guard_upvalues(L); /* its per-block calls make and check guards */
+  lkvbm_newclass_up(L, LKVBM_MANAGER_MT, meta, methods, LKVBM_GUARD_NUP);
   lkvbm_newclass(L, LKVBM_METRICS_MT, metrics_meta, NULL);
   lua_pushcfunction(L, manager_new);
   lua_setfield(L, -2, "manager");
