@@ -55,20 +55,21 @@ static void push_class(lua_State *L, int kind, int retired) {
     luaL_getmetatable(L, guard_names[kind]);
 }
 
-/* The guard of this kind at idx, live or not (its live flag says), or NULL. */
+/* The guard of this kind at idx, live or not (its live flag says), or NULL.
+ * A live guard of a function with the upvalues needs one comparison. */
 static BlockBox *testguard(lua_State *L, int idx, int kind) {
   BlockBox *bb = lua_touserdata(L, idx);
   if (!bb || !lua_getmetatable(L, idx)) return NULL;
-  int same;
-  if (has_upvalues(L)) {
-    same = lua_rawequal(L, -1, UV_LIVE(kind)) || lua_rawequal(L, -1, UV_RETIRED(kind));
-    lua_pop(L, 1);
-  } else {
+  int same = lua_rawequal(L, -1, UV_LIVE(kind));
+  if (!same && has_upvalues(L)) {
+    same = lua_rawequal(L, -1, UV_RETIRED(kind));
+  } else if (!same) {
     push_class(L, kind, 0);
     push_class(L, kind, 1);
     same = lua_rawequal(L, -1, -3) || lua_rawequal(L, -2, -3);
-    lua_pop(L, 3);
+    lua_pop(L, 2);
   }
+  lua_pop(L, 1);
   return same ? bb : NULL;
 }
 
@@ -82,21 +83,31 @@ static BlockBox *checkkind(lua_State *L, int idx, int kind) {
 
 void lkvbm_guard_retire(lua_State *L, int idx, const char *mt) {
   idx = lua_absindex(L, idx);
-  push_class(L, kind_of(mt), 1);
+  lua_pushvalue(L, UV_RETIRED(kind_of(mt))); /* the caller has the upvalues */
   lua_setmetatable(L, idx);
 }
 
-BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
-  int kind = kind_of(mt);
+static BlockBox *newguard(lua_State *L, ManagerBox *mb, int kind, kvbm_block b, int upvalues) {
   /* the weak guard is the only one with a weak reference (the others are
    * the most numerous objects of a per-block host: keep them small) */
   BlockBox *bb = lua_newuserdatauv(L, kind == GUARD_WEAK ? sizeof *bb : offsetof(BlockBox, w), 0);
   bb->mb = mb;
   bb->b = b;
   bb->live = 0;
-  push_class(L, kind, 0);
+  if (upvalues)
+    lua_pushvalue(L, UV_LIVE(kind));
+  else
+    push_class(L, kind, 0);
   lua_setmetatable(L, -2);
   return bb;
+}
+
+BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
+  return newguard(L, mb, kind_of(mt), b, 0);
+}
+
+BlockBox *lkvbm_newguard(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
+  return newguard(L, mb, kind_of(mt), b, 1);
 }
 
 /* The first live guard anchors the manager (found through its box address:
@@ -211,7 +222,7 @@ static int mutable_block_size(lua_State *L) {
 /* Mutable -> Complete. On a size mismatch: nil, err with err.block = the
  * (still live) mutable block, as the crate returns it inside the error. */
 static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, size_t block_size) {
-  BlockBox *cb = lkvbm_pushblock(L, mb, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
+  BlockBox *cb = lkvbm_newguard(L, mb, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
   kvbm_block out;
   int rc = kvbm_stage(mb->m, bb->b, h, block_size, &out);
   if (rc < 0) {
@@ -282,7 +293,7 @@ static int complete_hash(lua_State *L) {
 static int complete_reset(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_COMPLETE_MT, &mb);
-  BlockBox *out = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
+  BlockBox *out = lkvbm_newguard(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
   int rc = kvbm_complete_reset(mb->m, bb->b, &out->b);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lkvbm_guard_on(L, out);
@@ -310,7 +321,7 @@ static int immutable_use_count(lua_State *L) {
 static int immutable_clone(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  BlockBox *copy = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, bb->b);
+  BlockBox *copy = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, bb->b);
   if (kvbm_block_retain(mb->m, bb->b) == 0) lkvbm_guard_on(L, copy);
   return 1;
 }
@@ -334,7 +345,7 @@ static int immutable_manager(lua_State *L) {
 static int immutable_downgrade(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  BlockBox *wb = lkvbm_pushblock(L, mb, LKVBM_WEAK_MT, bb->b);
+  BlockBox *wb = lkvbm_newguard(L, mb, LKVBM_WEAK_MT, bb->b);
   int rc = kvbm_downgrade(mb->m, bb->b, &wb->w);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lkvbm_guard_on(L, wb);
@@ -351,7 +362,7 @@ static int weak_hash(lua_State *L) {
 static int weak_upgrade(lua_State *L) {
   ManagerBox *mb;
   BlockBox *wb = checkguard(L, 1, LKVBM_WEAK_MT, &mb);
-  BlockBox *ib = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+  BlockBox *ib = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_weak_upgrade(mb->m, &wb->w, &ib->b);

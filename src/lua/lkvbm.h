@@ -112,8 +112,10 @@ void lkvbm_push_guard_upvalues(lua_State *L);
  * reference (not one user value per guard, which costs per block). */
 void lkvbm_guard_on(lua_State *L, BlockBox *bb);
 void lkvbm_guard_off(lua_State *L, BlockBox *bb);
-/* A guard at idx that is off for good (released or consumed) gets its
- * class's retired metatable (see lkvbm_push_guard_upvalues). */
+/* For functions registered with the guard upvalues only: lkvbm_pushblock
+ * without looking for them; a guard at idx that is off for good (released
+ * or consumed) gets its class's retired metatable. */
+BlockBox *lkvbm_newguard(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b);
 void lkvbm_guard_retire(lua_State *L, int idx, const char *mt);
 /* The guard of class mt at idx, live or retired (its live flag tells), or NULL. */
 BlockBox *lkvbm_testguard(lua_State *L, int idx, const char *mt);

@@ -206,7 +206,7 @@ static int allocate(lua_State *L, int with_evictions) {
   lua_createtable(L, (int)n, 0); /* the guards exist before the core changes anything */
   int t = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    sc.to[i - 1] = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
+    sc.to[i - 1] = lkvbm_newguard(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, i);
   }
   lkvbm_manager_pin(L, mb);
@@ -267,7 +267,7 @@ static int do_register(lua_State *L, int all) {
     sc.from[i] = checkcomplete(L, all ? -1 : 2, mb);
     sc.in[i] = sc.from[i]->b;
     if (all) lua_pop(L, 1);
-    sc.to[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    sc.to[i] = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, (lua_Integer)i + 1);
   }
   CoreCall cc;
@@ -330,7 +330,7 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   int guards = lua_gettop(L) + 1;
   lua_createtable(L, (int)nguards, shape == AS_ALIGNED);
   for (size_t i = 0; i < nguards; i++) {
-    box[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    box[i] = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, guards, (lua_Integer)i + 1);
   }
   int res = guards;
