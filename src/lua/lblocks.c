@@ -81,11 +81,12 @@ static BlockBox *checkkind(lua_State *L, int idx, int kind) {
   return bb;
 }
 
-void lkvbm_guard_retire(lua_State *L, int idx, const char *mt) {
-  idx = lua_absindex(L, idx);
-  lua_pushvalue(L, UV_RETIRED(kind_of(mt))); /* the caller has the upvalues */
+static void retire(lua_State *L, int idx, int kind) { /* idx: absolute */
+  lua_pushvalue(L, UV_RETIRED(kind)); /* the caller has the upvalues */
   lua_setmetatable(L, idx);
 }
+
+void lkvbm_guard_retire(lua_State *L, int idx, const char *mt) { retire(L, lua_absindex(L, idx), kind_of(mt)); }
 
 static BlockBox *newguard(lua_State *L, ManagerBox *mb, int kind, kvbm_block b, int upvalues) {
   /* the weak guard is the only one with a weak reference (the others are
@@ -178,7 +179,7 @@ static int release(lua_State *L, int kind, int from_gc) {
   if (!mb && weak) release_closed_weak(L, bb, from_gc);
   else if (!mb) lkvbm_guard_off(L, bb);
   else {
-    if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
+    if (mb->reg->busy && lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
     bb->live = 0;
     CoreCall cc;
     lkvbm_core_begin(L, mb, &cc);
@@ -189,7 +190,7 @@ static int release(lua_State *L, int kind, int from_gc) {
     lkvbm_core_end(L, mb, &cc);
     drop_guard(L, mb);
   }
-  if (!from_gc && !bb->live) lkvbm_guard_retire(L, 1, guard_names[kind]);
+  if (!from_gc && !bb->live) retire(L, 1, kind);
   return 0;
 }
 
@@ -243,7 +244,7 @@ static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, s
   cb->b = out;
   lkvbm_guard_on(L, cb);
   lkvbm_guard_off(L, bb);
-  lkvbm_guard_retire(L, 1, LKVBM_MUTABLE_MT);
+  retire(L, 1, GUARD_MUTABLE);
   return 1;
 }
 
@@ -298,7 +299,7 @@ static int complete_reset(lua_State *L) {
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lkvbm_guard_on(L, out);
   lkvbm_guard_off(L, bb);
-  lkvbm_guard_retire(L, 1, LKVBM_COMPLETE_MT);
+  retire(L, 1, GUARD_COMPLETE);
   return 1;
 }
 

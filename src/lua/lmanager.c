@@ -1,5 +1,6 @@
 /* lmanager.c - kvbm.manager: allocation, registration and lookups from Lua,
  * metrics as a table and as Prometheus text. */
+#include <limits.h>
 #include <string.h>
 
 #include <math.h>
@@ -262,11 +263,14 @@ static int do_register(lua_State *L, int all) {
   Scratch sc = scratch(L, n, 0);
   lua_createtable(L, (int)n, 0);
   int t = lua_gettop(L);
+  /* the listed guards stay on the stack above t (retired there once
+   * consumed), unless there is no room for so many */
+  int keep = all && n < INT_MAX / 2 && lua_checkstack(L, (int)n + LUA_MINSTACK);
   for (size_t i = 0; i < n; i++) {
     if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
     sc.from[i] = checkcomplete(L, all ? -1 : 2, mb);
     sc.in[i] = sc.from[i]->b;
-    if (all) lua_pop(L, 1);
+    if (all && !keep) lua_pop(L, 1);
     sc.to[i] = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, (lua_Integer)i + 1);
   }
@@ -276,17 +280,19 @@ static int do_register(lua_State *L, int all) {
   lkvbm_core_end(L, mb, &cc);
   if (rc == KVBM_EINVAL) luaL_error(L, "the same CompleteBlock is listed twice");
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  /* the boxes are alive: the table at 2 (or the argument) and t hold them */
+  /* the boxes are alive: the stack (or the table at 2, or the argument) and t hold them */
   for (size_t i = 0; i < n; i++) {
     sc.to[i]->b = sc.out[i];
     lkvbm_guard_on(L, sc.to[i]);
     lkvbm_guard_off(L, sc.from[i]); /* consumed */
+    if (keep) lkvbm_guard_retire(L, t + 1 + (int)i, LKVBM_COMPLETE_MT);
   }
-  for (size_t i = 0; i < n; i++) { /* the list as it is now (a Lua policy may have changed it) */
+  for (size_t i = 0; !keep && i < n; i++) { /* the list as it is now (a Lua policy may have changed it) */
     if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
     if (lua_touserdata(L, all ? -1 : 2) == sc.from[i]) lkvbm_guard_retire(L, all ? -1 : 2, LKVBM_COMPLETE_MT);
     if (all) lua_pop(L, 1);
   }
+  lua_settop(L, t);
   if (!all) lua_rawgeti(L, t, 1);
   return 1;
 }
