@@ -401,6 +401,46 @@ describe("consumed guards", function()
     assert.matches("released", tostring(ib))
     check(m)
   end)
+
+  -- A released or consumed guard keeps its class for every use (name,
+  -- methods, tostring, <close>, the type checks of the calls that take it),
+  -- but leaves the collector no finalizer to call.
+  it("a released or consumed guard keeps its class and loses its finalizer", function()
+    local m = mgr(8)
+    local mb = mutable(m)
+    local cb = mutable(m)
+    local consumed_mb, staged_cb = cb, cb:stage(iota(20))
+    local ib = m:register(staged(m, iota(21)))
+    local registered_cb = staged(m, iota(22))
+    local ib2 = m:register_all { registered_cb }[1]
+    local wb = ib:downgrade()
+    local live = {}
+    for _, g in ipairs { mb, staged_cb, ib, wb } do live[g] = getmetatable(g) end
+    for _, g in ipairs { mb, staged_cb, ib, wb } do
+      assert.is_function(getmetatable(g).__gc)
+      g:release()
+    end
+    for _, g in ipairs { mb, staged_cb, ib, wb, consumed_mb, registered_cb } do
+      local mt = getmetatable(g)
+      assert.is_nil(mt.__gc, tostring(g))
+      assert.matches("^kvbm%.%a+Block$", mt.__name)
+      assert.matches("released", tostring(g))
+      assert.is_function(g.release)
+      g:release() -- still idempotent
+      do local _ <close> = g end
+    end
+    for g, mt in pairs(live) do assert.are.equal(mt.__index, getmetatable(g).__index) end
+    assert.are.equal(getmetatable(ib2).__index, getmetatable(ib).__index)
+    assert.error_matches(function() consumed_mb:stage(iota(23)) end, released_msg("MutableBlock"))
+    assert.error_matches(function() m:register(registered_cb) end, "consumed kvbm%.CompleteBlock")
+    assert.error_matches(function() m:register_all { staged_cb } end, "consumed kvbm%.CompleteBlock")
+    assert.error_matches(function() wb:hash() end, "released kvbm%.WeakBlock")
+    -- a retired guard is no guard of another class
+    assert.error_matches(function() m:register(mb) end, "kvbm%.CompleteBlock expected, got kvbm%.MutableBlock")
+    assert.error_matches(function() getmetatable(ib2).__index.hash(mb) end, "kvbm%.ImmutableBlock expected")
+    ib2:release()
+    assert.are.same({ reset = 6, mutable = 0, staged = 0, primary = 0, duplicate = 0, inactive = 2 }, check(m))
+  end)
 end)
 
 -- ------------------------------------------------------- closed manager

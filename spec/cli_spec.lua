@@ -18,6 +18,23 @@ local function tmpscript(text)
 end
 
 describe("the kvbm program", function()
+  it("prints Lua warnings with -W or after warn('@on'), whole and in pieces; '@off' stops them", function()
+    local out, status = kvbm([[-W -e "warn('one ', 'two'); warn('@off'); warn('hidden'); warn('@on'); warn('three')"]])
+    assert.are.equal(0, status)
+    assert.are.equal("Lua warning: one two\nLua warning: three\n", out)
+    out = kvbm([[-e "warn('hidden'); warn('@on'); warn('shown')"]])
+    assert.are.equal("Lua warning: shown\n", out)
+  end)
+
+  it("runs a script that makes and drops many objects of every size (its allocator)", function()
+    local out, status = kvbm([[-e "local t = {} for i = 1, 20000 do t[i % 500 + 1] = string.rep('x', i % 700) .. i end
+      local n = 0 for i = 1, 500 do n = n + #t[i] end print(n)"]])
+    assert.are.equal(0, status, out)
+    local want = 0
+    for i = 19501, 20000 do want = want + i % 700 + #tostring(i) end
+    assert.are.equal(tostring(want) .. "\n", out)
+  end)
+
   it("-v prints the kvbm and Lua versions", function()
     local out, status = kvbm("-v")
     assert.are.equal(0, status)

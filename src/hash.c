@@ -1,5 +1,6 @@
 /* hash.c - block, chain and positional lineage hashes (dynamo-tokens layout B). */
 #include <stdio.h>
+#include <string.h>
 
 #define XXH_INLINE_ALL /* the hash is the hot path: let it inline */
 #include <xxhash.h>
@@ -131,19 +132,36 @@ int kvbm_hash_cmp(kvbm_hash a, kvbm_hash b) {
   return 0;
 }
 
+/* 8 big-endian bytes (memcpy and a byte swap where the compiler has one:
+ * the Lua binding converts every hash it takes or gives) */
+static uint64_t load_be64(const unsigned char *in) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t v;
+  memcpy(&v, in, sizeof v);
+  return __builtin_bswap64(v);
+#else
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | in[i];
+  return v;
+#endif
+}
+
+static void store_be64(uint64_t v, unsigned char *out) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  v = __builtin_bswap64(v);
+  memcpy(out, &v, sizeof v);
+#else
+  for (int i = 0; i < 8; i++) out[i] = (unsigned char)(v >> (56 - 8 * i));
+#endif
+}
+
 void kvbm_hash_to_bytes(kvbm_hash h, unsigned char out[16]) {
-  for (int i = 0; i < 8; i++) {
-    out[i] = (unsigned char)(h.hi >> (56 - 8 * i));
-    out[8 + i] = (unsigned char)(h.lo >> (56 - 8 * i));
-  }
+  store_be64(h.hi, out);
+  store_be64(h.lo, out + 8);
 }
 
 kvbm_hash kvbm_hash_from_bytes(const unsigned char in[16]) {
-  kvbm_hash h = {0, 0};
-  for (int i = 0; i < 8; i++) {
-    h.hi = (h.hi << 8) | in[i];
-    h.lo = (h.lo << 8) | in[8 + i];
-  }
+  kvbm_hash h = {load_be64(in), load_be64(in + 8)};
   return h;
 }
 

@@ -41,6 +41,7 @@
 #else
 #include "noreadline.h"
 #endif
+#include "pool_alloc.h"
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -936,15 +937,52 @@ static int psim(lua_State *L)
     return 1;
 }
 
+static int panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "%s: PANIC: unprotected error in call to Lua API (%s)\n", KVBM_NAME,
+            msg ? msg : "error object is not a string");
+    return 0; /* Lua aborts */
+}
+
+/* Lua warnings (warn, -W): off until "@on"; a message may come in pieces
+ * (tocont). state: bit 0 on, bit 1 inside a message. */
+static void warnf(void *ud, const char *msg, int tocont)
+{
+    int *state = ud;
+    if (!(*state & 2) && !tocont && *msg == '@') { /* a control message */
+        if (strcmp(msg, "@on") == 0)
+            *state |= 1;
+        else if (strcmp(msg, "@off") == 0)
+            *state &= ~1;
+        return;
+    }
+    if (*state & 1) {
+        if (!(*state & 2))
+            fputs("Lua warning: ", stderr);
+        fputs(msg, stderr);
+        if (!tocont)
+            fputs("\n", stderr);
+        fflush(stderr);
+    }
+    *state = tocont ? *state | 2 : *state & ~2;
+}
+
 int main(int argc, char **argv)
 {
-    lua_State *L = luaL_newstate();
+    /* what luaL_newstate makes, on the program's allocator (pool_alloc.c) */
+    static kvbm_pool pool;
+    static int warn_state;
+    kvbm_pool_init(&pool);
+    lua_State *L = lua_newstate(kvbm_pool_alloc, &pool);
     int status, ok;
 
     if (L == NULL) {
         l_message(KVBM_NAME, "cannot create state: not enough memory");
         return EXIT_FAILURE;
     }
+    lua_atpanic(L, panic);
+    lua_setwarnf(L, warnf, &warn_state);
     lua_gc(L, LUA_GCSTOP); /* restarted once the libraries are open */
     if (argc >= 2 && strcmp(argv[1], "sim") == 0)
         lua_pushcfunction(L, psim);
@@ -959,5 +997,6 @@ int main(int argc, char **argv)
         ok = lua_toboolean(L, -1) ? EXIT_SUCCESS : EXIT_FAILURE;
     report(L, status);
     lua_close(L); /* runs finalizers and __close */
+    kvbm_pool_free(&pool);
     return status == LUA_OK ? ok : EXIT_FAILURE;
 }

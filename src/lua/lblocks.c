@@ -7,15 +7,108 @@
 
 #include "lkvbm.h"
 
-BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
-  /* "kvbm.WeakBlock": the only guard with a weak reference (the others are
+/* The guard classes. The per-block entry points have their metatables as
+ * upvalues (lkvbm_push_guard_upvalues): the live classes first, then the
+ * classes of released or consumed guards (no __gc: the collector calls no
+ * finalizer for them), then a marker telling such a function from others
+ * (which find the metatables in the registry). */
+enum { GUARD_MUTABLE, GUARD_COMPLETE, GUARD_IMMUTABLE, GUARD_WEAK, GUARD_KINDS };
+static const char *const guard_names[GUARD_KINDS] = {LKVBM_MUTABLE_MT, LKVBM_COMPLETE_MT, LKVBM_IMMUTABLE_MT,
+                                                     LKVBM_WEAK_MT};
+static const char retired_keys[GUARD_KINDS]; /* registry keys (addresses) of the retired classes */
+static const char upvalues_marker;
+#define UV_LIVE(kind) lua_upvalueindex(1 + (kind))
+#define UV_RETIRED(kind) lua_upvalueindex(1 + GUARD_KINDS + (kind))
+#define UV_MARKER lua_upvalueindex(1 + 2 * GUARD_KINDS)
+
+/* The kind of a guard class name (its first letter after "kvbm."). */
+static int kind_of(const char *mt) {
+  switch (mt[5]) {
+  case 'M': return GUARD_MUTABLE;
+  case 'C': return GUARD_COMPLETE;
+  case 'I': return GUARD_IMMUTABLE;
+  default: return GUARD_WEAK;
+  }
+}
+
+void lkvbm_push_guard_upvalues(lua_State *L) {
+  for (int k = 0; k < GUARD_KINDS; k++) luaL_newmetatable(L, guard_names[k]); /* filled by guard_class */
+  for (int k = 0; k < GUARD_KINDS; k++)
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &retired_keys[k]) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &retired_keys[k]);
+    }
+  lua_pushlightuserdata(L, (void *)&upvalues_marker);
+}
+
+static int has_upvalues(lua_State *L) { return lua_touserdata(L, UV_MARKER) == &upvalues_marker; }
+
+/* Pushes the metatable of a live (or a retired) guard of this kind. */
+static void push_class(lua_State *L, int kind, int retired) {
+  if (has_upvalues(L))
+    lua_pushvalue(L, retired ? UV_RETIRED(kind) : UV_LIVE(kind));
+  else if (retired)
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &retired_keys[kind]);
+  else
+    luaL_getmetatable(L, guard_names[kind]);
+}
+
+/* The guard of this kind at idx, live or not (its live flag says), or NULL.
+ * A live guard of a function with the upvalues needs one comparison. */
+static BlockBox *testguard(lua_State *L, int idx, int kind) {
+  BlockBox *bb = lua_touserdata(L, idx);
+  if (!bb || !lua_getmetatable(L, idx)) return NULL;
+  int same = lua_rawequal(L, -1, UV_LIVE(kind));
+  if (!same && has_upvalues(L)) {
+    same = lua_rawequal(L, -1, UV_RETIRED(kind));
+  } else if (!same) {
+    push_class(L, kind, 0);
+    push_class(L, kind, 1);
+    same = lua_rawequal(L, -1, -3) || lua_rawequal(L, -2, -3);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  return same ? bb : NULL;
+}
+
+BlockBox *lkvbm_testguard(lua_State *L, int idx, const char *mt) { return testguard(L, idx, kind_of(mt)); }
+
+static BlockBox *checkkind(lua_State *L, int idx, int kind) {
+  BlockBox *bb = testguard(L, idx, kind);
+  if (!bb) luaL_typeerror(L, idx, guard_names[kind]);
+  return bb;
+}
+
+static void retire(lua_State *L, int idx, int kind) { /* idx: absolute */
+  lua_pushvalue(L, UV_RETIRED(kind)); /* the caller has the upvalues */
+  lua_setmetatable(L, idx);
+}
+
+void lkvbm_guard_retire(lua_State *L, int idx, const char *mt) { retire(L, lua_absindex(L, idx), kind_of(mt)); }
+
+static BlockBox *newguard(lua_State *L, ManagerBox *mb, int kind, kvbm_block b, int upvalues) {
+  /* the weak guard is the only one with a weak reference (the others are
    * the most numerous objects of a per-block host: keep them small) */
-  BlockBox *bb = lua_newuserdatauv(L, mt[5] == 'W' ? sizeof *bb : offsetof(BlockBox, w), 0);
+  BlockBox *bb = lua_newuserdatauv(L, kind == GUARD_WEAK ? sizeof *bb : offsetof(BlockBox, w), 0);
   bb->mb = mb;
   bb->b = b;
   bb->live = 0;
-  lkvbm_setmetatable(L, mt);
+  if (upvalues)
+    lua_pushvalue(L, UV_LIVE(kind));
+  else
+    push_class(L, kind, 0);
+  lua_setmetatable(L, -2);
   return bb;
+}
+
+BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
+  return newguard(L, mb, kind_of(mt), b, 0);
+}
+
+BlockBox *lkvbm_newguard(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b) {
+  return newguard(L, mb, kind_of(mt), b, 1);
 }
 
 /* The first live guard anchors the manager (found through its box address:
@@ -52,7 +145,7 @@ static ManagerBox *owner(BlockBox *bb) { return bb->mb->m ? bb->mb : NULL; }
 
 /* A live guard of type mt whose manager is open and not busy. */
 static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **mbp) {
-  BlockBox *bb = lkvbm_checkudata(L, idx, mt);
+  BlockBox *bb = checkkind(L, idx, kind_of(mt));
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed %s", mt);
   ManagerBox *mb = owner(bb);
   if (!mb) luaL_error(L, "attempt to use a block of a closed " LKVBM_MANAGER_MT);
@@ -60,9 +153,6 @@ static BlockBox *checkguard(lua_State *L, int idx, const char *mt, ManagerBox **
   *mbp = mb;
   return bb;
 }
-
-/* one address for the weak guards' name: release() tells them apart without strcmp */
-static const char weak_mt[] = LKVBM_WEAK_MT;
 
 /* A weak block holds its registration in the registry, not in the manager:
  * once the manager is closed, releasing it must still let go of the hash. */
@@ -79,37 +169,38 @@ static int release_closed_weak(lua_State *L, BlockBox *bb, int from_gc) {
 }
 
 /* release for every guard type: idempotent; quiet once the manager is gone.
- * Collected while policy code runs, a guard asks to be finalized again. */
-static int release(lua_State *L, const char *mt, int from_gc) {
-  BlockBox *bb = from_gc ? lua_touserdata(L, 1) : lkvbm_checkudata(L, 1, mt);
-  if (!bb->live) return 0; /* released or consumed already: most finalizers end here */
+ * Collected while policy code runs, a guard asks to be finalized again. A
+ * guard released from Lua is retired (no finalizer call left). */
+static int release(lua_State *L, int kind, int from_gc) {
+  BlockBox *bb = from_gc ? lua_touserdata(L, 1) : checkkind(L, 1, kind);
+  if (!bb->live) return 0; /* released or consumed already */
   ManagerBox *mb = owner(bb);
-  int weak = mt == weak_mt;
-  if (!mb && weak) return release_closed_weak(L, bb, from_gc);
-  if (!mb) {
-    lkvbm_guard_off(L, bb);
-    return 0;
+  int weak = kind == GUARD_WEAK;
+  if (!mb && weak) release_closed_weak(L, bb, from_gc);
+  else if (!mb) lkvbm_guard_off(L, bb);
+  else {
+    if (mb->reg->busy && lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
+    bb->live = 0;
+    CoreCall cc;
+    lkvbm_core_begin(L, mb, &cc);
+    if (weak)
+      (void)kvbm_weak_release(mb->m, &bb->w); /* held: bb was live */
+    else
+      (void)kvbm_release(mb->m, bb->b);
+    lkvbm_core_end(L, mb, &cc);
+    drop_guard(L, mb);
   }
-  if (lkvbm_defer_if_busy(L, mb->reg, 1, from_gc)) return 0;
-  bb->live = 0;
-  CoreCall cc;
-  lkvbm_core_begin(L, mb, &cc);
-  if (weak)
-    (void)kvbm_weak_release(mb->m, &bb->w); /* held: bb was live */
-  else
-    (void)kvbm_release(mb->m, bb->b);
-  lkvbm_core_end(L, mb, &cc);
-  drop_guard(L, mb);
+  if (!from_gc && !bb->live) retire(L, 1, kind);
   return 0;
 }
 
 #define RELEASERS(kind, mt)                                               \
   static int kind##_release(lua_State *L) { return release(L, mt, 0); } \
   static int kind##_gc(lua_State *L) { return release(L, mt, 1); }
-RELEASERS(mutable, LKVBM_MUTABLE_MT)
-RELEASERS(complete, LKVBM_COMPLETE_MT)
-RELEASERS(immutable, LKVBM_IMMUTABLE_MT)
-RELEASERS(weak, weak_mt)
+RELEASERS(mutable, GUARD_MUTABLE)
+RELEASERS(complete, GUARD_COMPLETE)
+RELEASERS(immutable, GUARD_IMMUTABLE)
+RELEASERS(weak, GUARD_WEAK)
 
 static int block_id(lua_State *L, const char *mt) {
   ManagerBox *mb;
@@ -132,7 +223,7 @@ static int mutable_block_size(lua_State *L) {
 /* Mutable -> Complete. On a size mismatch: nil, err with err.block = the
  * (still live) mutable block, as the crate returns it inside the error. */
 static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, size_t block_size) {
-  BlockBox *cb = lkvbm_pushblock(L, mb, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
+  BlockBox *cb = lkvbm_newguard(L, mb, LKVBM_COMPLETE_MT, KVBM_NO_BLOCK);
   kvbm_block out;
   int rc = kvbm_stage(mb->m, bb->b, h, block_size, &out);
   if (rc < 0) {
@@ -153,6 +244,7 @@ static int stage_with(lua_State *L, ManagerBox *mb, BlockBox *bb, kvbm_hash h, s
   cb->b = out;
   lkvbm_guard_on(L, cb);
   lkvbm_guard_off(L, bb);
+  retire(L, 1, GUARD_MUTABLE);
   return 1;
 }
 
@@ -202,11 +294,12 @@ static int complete_hash(lua_State *L) {
 static int complete_reset(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_COMPLETE_MT, &mb);
-  BlockBox *out = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
+  BlockBox *out = lkvbm_newguard(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
   int rc = kvbm_complete_reset(mb->m, bb->b, &out->b);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lkvbm_guard_on(L, out);
   lkvbm_guard_off(L, bb);
+  retire(L, 1, GUARD_COMPLETE);
   return 1;
 }
 
@@ -229,7 +322,7 @@ static int immutable_use_count(lua_State *L) {
 static int immutable_clone(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  BlockBox *copy = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, bb->b);
+  BlockBox *copy = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, bb->b);
   if (kvbm_block_retain(mb->m, bb->b) == 0) lkvbm_guard_on(L, copy);
   return 1;
 }
@@ -253,7 +346,7 @@ static int immutable_manager(lua_State *L) {
 static int immutable_downgrade(lua_State *L) {
   ManagerBox *mb;
   BlockBox *bb = checkguard(L, 1, LKVBM_IMMUTABLE_MT, &mb);
-  BlockBox *wb = lkvbm_pushblock(L, mb, LKVBM_WEAK_MT, bb->b);
+  BlockBox *wb = lkvbm_newguard(L, mb, LKVBM_WEAK_MT, bb->b);
   int rc = kvbm_downgrade(mb->m, bb->b, &wb->w);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lkvbm_guard_on(L, wb);
@@ -261,7 +354,7 @@ static int immutable_downgrade(lua_State *L) {
 }
 
 static int weak_hash(lua_State *L) {
-  BlockBox *wb = luaL_checkudata(L, 1, LKVBM_WEAK_MT);
+  BlockBox *wb = checkkind(L, 1, GUARD_WEAK);
   if (!wb->live) luaL_error(L, "attempt to use a released " LKVBM_WEAK_MT);
   lkvbm_pushhash(L, wb->w.hash);
   return 1;
@@ -270,7 +363,7 @@ static int weak_hash(lua_State *L) {
 static int weak_upgrade(lua_State *L) {
   ManagerBox *mb;
   BlockBox *wb = checkguard(L, 1, LKVBM_WEAK_MT, &mb);
-  BlockBox *ib = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+  BlockBox *ib = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
   CoreCall cc;
   lkvbm_core_begin(L, mb, &cc);
   int rc = kvbm_weak_upgrade(mb->m, &wb->w, &ib->b);
@@ -297,15 +390,23 @@ static int guard_tostring(lua_State *L) {
   return 1;
 }
 
-static void guard_class(lua_State *L, const char *mt, lua_CFunction rel, lua_CFunction gc,
-                        const luaL_Reg *methods) {
+/* A live class (upvalues on the stack) and its retired twin: the same
+ * name, methods and __close, no __gc. */
+static void guard_class(lua_State *L, int kind, lua_CFunction rel, lua_CFunction gc, const luaL_Reg *methods) {
   const luaL_Reg meta[] = {{"__gc", gc}, {"__close", rel}, {"__tostring", guard_tostring}, {NULL, NULL}};
-  lkvbm_newclass(L, mt, meta, methods);
-  luaL_getmetatable(L, mt);
-  lua_getfield(L, -1, "__index");
-  lua_pushcfunction(L, rel);
+  lkvbm_push_guard_upvalues(L);
+  lkvbm_newclass_up(L, guard_names[kind], meta, methods, LKVBM_GUARD_NUP);
+  luaL_getmetatable(L, guard_names[kind]);
+  int live = lua_gettop(L);
+  lua_getfield(L, live, "__index");
+  lua_getfield(L, live, "__close");
   lua_setfield(L, -2, "release");
-  lua_pop(L, 2);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &retired_keys[kind]);
+  for (const char *const *f = (const char *const[]){"__name", "__index", "__close", "__tostring", NULL}; *f; f++) {
+    lua_getfield(L, live, *f);
+    lua_setfield(L, -2, *f);
+  }
+  lua_settop(L, live - 1);
 }
 
 void lkvbm_open_blocks(lua_State *L) {
@@ -325,8 +426,8 @@ void lkvbm_open_blocks(lua_State *L) {
                                                {"manager", immutable_manager},
                                                {NULL, NULL}};
   static const luaL_Reg weak_methods[] = {{"hash", weak_hash}, {"upgrade", weak_upgrade}, {NULL, NULL}};
-  guard_class(L, LKVBM_MUTABLE_MT, mutable_release, mutable_gc, mutable_methods);
-  guard_class(L, LKVBM_COMPLETE_MT, complete_release, complete_gc, complete_methods);
-  guard_class(L, LKVBM_IMMUTABLE_MT, immutable_release, immutable_gc, immutable_methods);
-  guard_class(L, LKVBM_WEAK_MT, weak_release, weak_gc, weak_methods);
+  guard_class(L, GUARD_MUTABLE, mutable_release, mutable_gc, mutable_methods);
+  guard_class(L, GUARD_COMPLETE, complete_release, complete_gc, complete_methods);
+  guard_class(L, GUARD_IMMUTABLE, immutable_release, immutable_gc, immutable_methods);
+  guard_class(L, GUARD_WEAK, weak_release, weak_gc, weak_methods);
 }

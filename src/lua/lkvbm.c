@@ -277,15 +277,22 @@ void lkvbm_subtable(lua_State *L, int mod, const char *name) {
   }
 }
 
-void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+void lkvbm_newclass_up(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods, int nup) {
+  int up = lua_gettop(L) - nup + 1;
   luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
+  for (int i = 0; i < nup; i++) lua_pushvalue(L, up + i);
+  luaL_setfuncs(L, meta, nup);
   if (methods) {
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    for (int i = 0; i < nup; i++) lua_pushvalue(L, up + i);
+    luaL_setfuncs(L, methods, nup);
     lua_setfield(L, -2, "__index");
   }
-  lua_pop(L, 1);
+  lua_settop(L, up - 1);
+}
+
+void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  lkvbm_newclass_up(L, name, meta, methods, 0);
 }
 
 /* Pushes the metatable registered under name, found by the name's address. */

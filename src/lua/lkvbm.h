@@ -99,11 +99,26 @@ void lkvbm_registry_removed(void *ud, kvbm_hash h);
 /* Pushes a new guard of type mt for block b of mb, not live yet: its
  * finalizer does nothing until lkvbm_guard_on. */
 BlockBox *lkvbm_pushblock(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b);
+/* The guard classes as upvalues of the per-block entry points (guards and
+ * the manager's methods), so that making or checking a guard finds its
+ * metatable without a registry lookup. Each class has a second metatable
+ * without __gc that a guard gets once it is released or consumed: the
+ * collector then has no finalizer to call for it. Pushes the
+ * LKVBM_GUARD_NUP upvalues (lkvbm_newclass_up takes them). */
+#define LKVBM_GUARD_NUP 9
+void lkvbm_push_guard_upvalues(lua_State *L);
 /* A guard goes live (it holds its block) or stops being live (released or
  * consumed). A manager with live guards is anchored by one registry
  * reference (not one user value per guard, which costs per block). */
 void lkvbm_guard_on(lua_State *L, BlockBox *bb);
 void lkvbm_guard_off(lua_State *L, BlockBox *bb);
+/* For functions registered with the guard upvalues only: lkvbm_pushblock
+ * without looking for them; a guard at idx that is off for good (released
+ * or consumed) gets its class's retired metatable. */
+BlockBox *lkvbm_newguard(lua_State *L, ManagerBox *mb, const char *mt, kvbm_block b);
+void lkvbm_guard_retire(lua_State *L, int idx, const char *mt);
+/* The guard of class mt at idx, live or retired (its live flag tells), or NULL. */
+BlockBox *lkvbm_testguard(lua_State *L, int idx, const char *mt);
 /* guard_on must not fail after a core call has handed out blocks, so it
  * allocates nothing while the manager is pinned (or has a live guard): a
  * call that makes guards live pins the manager before its core call (pin may
@@ -150,6 +165,9 @@ int lkvbm_getbox(lua_State *L, const void *box); /* pushes it (or nil); returns 
  * other part of the module has. */
 void lkvbm_subtable(lua_State *L, int mod, const char *name);
 void lkvbm_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+/* The same with the nup values on top of the stack as upvalues of every
+ * function (popped). */
+void lkvbm_newclass_up(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods, int nup);
 /* luaL_setmetatable / luaL_testudata / luaL_checkudata for the hot paths:
  * the metatable is found by the address of the name (cached in the
  * registry under that address), so no string is hashed or compared. */

@@ -1,5 +1,6 @@
 /* lmanager.c - kvbm.manager: allocation, registration and lookups from Lua,
  * metrics as a table and as Prometheus text. */
+#include <limits.h>
 #include <string.h>
 
 #include <math.h>
@@ -206,7 +207,7 @@ static int allocate(lua_State *L, int with_evictions) {
   lua_createtable(L, (int)n, 0); /* the guards exist before the core changes anything */
   int t = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    sc.to[i - 1] = lkvbm_pushblock(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
+    sc.to[i - 1] = lkvbm_newguard(L, mb, LKVBM_MUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, i);
   }
   lkvbm_manager_pin(L, mb);
@@ -244,7 +245,7 @@ static int manager_allocate_with_evictions(lua_State *L) { return allocate(L, 1)
 /* -------------------------------------------------------- registration */
 
 static BlockBox *checkcomplete(lua_State *L, int idx, ManagerBox *mb) {
-  BlockBox *bb = lkvbm_testudata(L, idx, LKVBM_COMPLETE_MT);
+  BlockBox *bb = lkvbm_testguard(L, idx, LKVBM_COMPLETE_MT);
   if (!bb) luaL_typeerror(L, idx, LKVBM_COMPLETE_MT);
   if (!bb->live) luaL_error(L, "attempt to use a released or consumed " LKVBM_COMPLETE_MT);
   if (bb->mb != mb) luaL_argerror(L, idx, "block of another manager");
@@ -262,12 +263,15 @@ static int do_register(lua_State *L, int all) {
   Scratch sc = scratch(L, n, 0);
   lua_createtable(L, (int)n, 0);
   int t = lua_gettop(L);
+  /* the listed guards stay on the stack above t (retired there once
+   * consumed), unless there is no room for so many */
+  int keep = all && n < INT_MAX / 2 && lua_checkstack(L, (int)n + LUA_MINSTACK);
   for (size_t i = 0; i < n; i++) {
     if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
     sc.from[i] = checkcomplete(L, all ? -1 : 2, mb);
     sc.in[i] = sc.from[i]->b;
-    if (all) lua_pop(L, 1);
-    sc.to[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    if (all && !keep) lua_pop(L, 1);
+    sc.to[i] = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, t, (lua_Integer)i + 1);
   }
   CoreCall cc;
@@ -276,12 +280,19 @@ static int do_register(lua_State *L, int all) {
   lkvbm_core_end(L, mb, &cc);
   if (rc == KVBM_EINVAL) luaL_error(L, "the same CompleteBlock is listed twice");
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  /* the boxes are alive: the table at 2 (or the argument) and t hold them */
+  /* the boxes are alive: the stack (or the table at 2, or the argument) and t hold them */
   for (size_t i = 0; i < n; i++) {
     sc.to[i]->b = sc.out[i];
     lkvbm_guard_on(L, sc.to[i]);
     lkvbm_guard_off(L, sc.from[i]); /* consumed */
+    if (keep) lkvbm_guard_retire(L, t + 1 + (int)i, LKVBM_COMPLETE_MT);
   }
+  for (size_t i = 0; !keep && i < n; i++) { /* the list as it is now (a Lua policy may have changed it) */
+    if (all) lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    if (lua_touserdata(L, all ? -1 : 2) == sc.from[i]) lkvbm_guard_retire(L, all ? -1 : 2, LKVBM_COMPLETE_MT);
+    if (all) lua_pop(L, 1);
+  }
+  lua_settop(L, t);
   if (!all) lua_rawgeti(L, t, 1);
   return 1;
 }
@@ -325,7 +336,7 @@ static int lookup(lua_State *L, lookup_fn fn, int shape, int touch) {
   int guards = lua_gettop(L) + 1;
   lua_createtable(L, (int)nguards, shape == AS_ALIGNED);
   for (size_t i = 0; i < nguards; i++) {
-    box[i] = lkvbm_pushblock(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    box[i] = lkvbm_newguard(L, mb, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
     lua_rawseti(L, guards, (lua_Integer)i + 1);
   }
   int res = guards;
@@ -607,7 +618,8 @@ void lkvbm_open_manager(lua_State *L) {
       {NULL, NULL},
   };
   static const luaL_Reg metrics_meta[] = {{"__tostring", metrics_tostring}, {NULL, NULL}};
-  lkvbm_newclass(L, LKVBM_MANAGER_MT, meta, methods);
+  lkvbm_push_guard_upvalues(L); /* its per-block calls make and check guards */
+  lkvbm_newclass_up(L, LKVBM_MANAGER_MT, meta, methods, LKVBM_GUARD_NUP);
   lkvbm_newclass(L, LKVBM_METRICS_MT, metrics_meta, NULL);
   lua_pushcfunction(L, manager_new);
   lua_setfield(L, -2, "manager");
