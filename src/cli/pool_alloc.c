@@ -6,12 +6,17 @@
  * a fifth of its time (glibc: realloc, fastbin consolidation). Lua tells the
  * allocator every block's size (osize), so a block of up to POOL_MAX bytes
  * needs no header: it comes from its size class's free list, carved from
- * slabs that live until the state is closed. Sanitizer builds use the C
- * library only, so that every block stays checked. */
+ * slabs that live until the state is closed. Sanitizer builds and runs
+ * under valgrind use the C library only, so that every block stays checked. */
+#include <config.h>
+
 #include "pool_alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef HAVE_VALGRIND_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define POOL_OFF 1
@@ -30,14 +35,7 @@ typedef struct slab {
 
 static size_t class_of(size_t size) { return (size + POOL_QUANTUM - 1) / POOL_QUANTUM; } /* 1..POOL_CLASSES */
 
-static int small(size_t size) {
-#ifdef POOL_OFF
-  (void)size;
-  return 0;
-#else
-  return size > 0 && size <= POOL_MAX;
-#endif
-}
+static int small(const kvbm_pool *p, size_t size) { return !p->off && size > 0 && size <= POOL_MAX; }
 
 /* A block of class c: from its free list, or the current slab's rest, or a new slab. */
 static void *take(kvbm_pool *p, size_t c) {
@@ -74,7 +72,7 @@ static void give(kvbm_pool *p, void *b, size_t c) {
 void *kvbm_pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   kvbm_pool *p = ud;
   if (!ptr) osize = 0; /* then osize is the kind of object, not a size */
-  int was_small = small(osize), is_small = small(nsize);
+  int was_small = small(p, osize), is_small = small(p, nsize);
   if (nsize == 0) {
     if (was_small)
       give(p, ptr, class_of(osize));
@@ -96,9 +94,16 @@ void *kvbm_pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return nb;
 }
 
-int kvbm_pool_pooling(void) { return small(1); }
+int kvbm_pool_pooling(const kvbm_pool *p) { return small(p, 1); }
 
-void kvbm_pool_init(kvbm_pool *p) { memset(p, 0, sizeof *p); }
+void kvbm_pool_init(kvbm_pool *p) {
+  memset(p, 0, sizeof *p);
+#ifdef POOL_OFF
+  p->off = 1;
+#elif defined(HAVE_VALGRIND_VALGRIND_H)
+  p->off = RUNNING_ON_VALGRIND != 0;
+#endif
+}
 
 void kvbm_pool_free(kvbm_pool *p) {
   while (p->slabs) {
