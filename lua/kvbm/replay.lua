@@ -11,7 +11,7 @@
 local kvbm = require "kvbm"
 
 local clock = os.clock
-local assert, ipairs = assert, ipairs
+local assert = assert
 local _ENV = nil
 
 local M = {}
@@ -69,16 +69,16 @@ local function release_all(list)
   for i = 1, #list do list[i]:release() end
 end
 
-local function run_blocks(requests, m, window, bs, stats)
-  local held, head, count = {}, 1, 0
-  for _, req in ipairs(requests) do
+local function run_blocks(n, sequence_of, m, window, stats)
+  local held, head, count, seq = {}, 1, 0, nil
+  for r = 1, n do
     if count == window then
       release_all(held[head])
       held[head] = nil
       head, count = head % window + 1, count - 1
     end
-    local nfull = req.n // bs
-    local seq = kvbm.sequence(req.tokens:sub(1, nfull * bs * 4), bs, req.salt)
+    seq = sequence_of(r, seq)
+    local nfull = #seq
     local hashes = seq:hashes()
     local got = m:match(hashes)
     local h = #got
@@ -111,7 +111,7 @@ function M.run(opts)
   local bs = m:block_size()
   local sets = (opts.mode or "sets") == "sets"
   local sequence_of
-  if sets and trace then -- hashed straight from the loaded trace, one sequence refilled
+  if trace then -- hashed straight from the loaded trace, one sequence refilled
     sequence_of = function(i, seq) return trace:sequence(i, bs, seq) end
   else
     requests = requests or requests_of(trace)
@@ -127,7 +127,7 @@ function M.run(opts)
   if sets then
     run_sets(n, sequence_of, m, window, stats)
   else
-    run_blocks(requests, m, window, bs, stats)
+    run_blocks(n, sequence_of, m, window, stats)
   end
   stats.seconds = clock() - t0
   stats.evictions = m:metrics().kvbm_evictions_total - before
