@@ -880,6 +880,26 @@ KVBM_API KVBM_NODISCARD int kvbm_tiers_commit(kvbm_tiers *t, kvbm_tiers_request 
  * released in position order; those that went inactive are offered to
  * on_inactive. Idempotent. */
 KVBM_API int kvbm_tiers_release(kvbm_tiers *t, kvbm_tiers_request *r);
+/* Hands the host r's G1 blocks once it is committed (nothing waits, nothing
+ * left to compute): out[pos] gets the immutable block at each position (cap
+ * >= kvbm_tiers_request_blocks(r)) and the host owns those references from
+ * now on; r holds no G1 block any more (releasing it releases none). Returns
+ * the count; KVBM_ESTATE before the commit, after the release, or when an
+ * onboard was given up. The host gives them back with kvbm_tiers_let_go. */
+KVBM_API KVBM_NODISCARD int kvbm_tiers_request_take(kvbm_tiers *t, kvbm_tiers_request *r, kvbm_block *out,
+                                                    size_t cap);
+/* Registers G1 blocks the host staged itself (a decode's complete blocks,
+ * with their hashes and sequence positions) and offers them to on_register,
+ * as a commit does; out[i] gets the immutable block of complete[i] (the
+ * host's). All or nothing: on failure the blocks stay complete. Returns n. */
+KVBM_API KVBM_NODISCARD int kvbm_tiers_register(kvbm_tiers *t, const kvbm_block *complete, const kvbm_hash *h,
+                                                const uint32_t *pos, size_t n, kvbm_block *out);
+/* The host lets go of immutable blocks of tier that it holds (taken from a
+ * request, or registered by kvbm_tiers_register), in order; those that go
+ * inactive are offered to on_inactive, as a request's release does. The
+ * blocks are released even when the policy fails. */
+KVBM_API int kvbm_tiers_let_go(kvbm_tiers *t, unsigned tier, const kvbm_block *b, const kvbm_hash *h,
+                               const uint32_t *pos, size_t n);
 /* Releases (quietly: the policy is not called) if needed, and frees r. */
 KVBM_API void kvbm_tiers_request_free(kvbm_tiers *t, kvbm_tiers_request *r);
 KVBM_API size_t kvbm_tiers_request_blocks(const kvbm_tiers_request *r);  /* n */

@@ -353,6 +353,20 @@ static int let_go(kvbm_tiers *t, unsigned tier, const kvbm_block *b, const kvbm_
   return rc ? rc : plan_offloads(t, tier, ih, ip, NULL, dst, (size_t)k);
 }
 
+/* Blocks ib (hashes h, positions pos) just registered in G1: offers them
+ * to on_register and plans the offloads it asks for. dst: scratch for n. */
+static int registered(kvbm_tiers *t, const kvbm_hash *h, const uint32_t *pos, const kvbm_block *ib, int *dst,
+                      size_t n) {
+  if (!t->hooks.on_register) return 0;
+  for (size_t i = 0; i < n; i++) dst[i] = KVBM_NO_TIER;
+  t->busy = 1;
+  int rc = t->hooks.on_register(t->hooks.ud, h, pos, n, dst);
+  t->busy = 0;
+  if (rc >= 0) rc = check_dst(t, dst, n);
+  if (rc >= 0) rc = plan_offloads(t, 0, h, pos, ib, dst, n);
+  return rc < 0 ? rc : 0;
+}
+
 /* Staged -> mutable again (undoing a stage when a later step failed). */
 static void unstage(kvbm_manager *m, kvbm_block cb, kvbm_block *mb) {
   if (kvbm_complete_reset(m, cb, mb) < 0) *mb = KVBM_NO_BLOCK;
@@ -602,13 +616,20 @@ int kvbm_tiers_commit(kvbm_tiers *t, kvbm_tiers_request *r) {
   }
   for (size_t i = 0; i < n; i++) r->blocks[r->fresh_pos[i]] = ib[i];
   r->nfresh = 0;
-  if (!t->hooks.on_register) return (int)n;
-  for (size_t i = 0; i < n; i++) dst[i] = KVBM_NO_TIER;
-  t->busy = 1;
-  rc = t->hooks.on_register(t->hooks.ud, ih, r->fresh_pos, n, dst);
-  t->busy = 0;
-  if (rc >= 0) rc = check_dst(t, dst, n);
-  if (rc >= 0) rc = plan_offloads(t, 0, ih, r->fresh_pos, ib, dst, n);
+  rc = registered(t, ih, r->fresh_pos, ib, dst, n);
+  return rc < 0 ? rc : (int)n;
+}
+
+int kvbm_tiers_register(kvbm_tiers *t, const kvbm_block *complete, const kvbm_hash *h, const uint32_t *pos,
+                        size_t n, kvbm_block *out) {
+  if (!t || ((!complete || !h || !pos || !out) && n)) return KVBM_EINVAL;
+  if (t->busy) return KVBM_EBUSY;
+  if (n == 0) return 0;
+  int *dst = SCRATCH(t, dst, n, int);
+  if (!dst) return KVBM_ENOMEM;
+  int rc = kvbm_register_all(t->m[0], complete, n, out);
+  if (rc < 0) return rc;
+  rc = registered(t, h, pos, out, dst, n);
   return rc < 0 ? rc : (int)n;
 }
 
@@ -640,6 +661,27 @@ static int request_end(kvbm_tiers *t, kvbm_tiers_request *r, int report) {
     r->blocks[i] = KVBM_NO_BLOCK;
   }
   return report ? let_go(t, 0, b, h, p, m) : rc;
+}
+
+int kvbm_tiers_request_take(kvbm_tiers *t, kvbm_tiers_request *r, kvbm_block *out, size_t cap) {
+  if (!t || !r || (!out && r->n)) return KVBM_EINVAL;
+  if (t->busy) return KVBM_EBUSY;
+  if (cap < r->n) return KVBM_EINVAL;
+  if (r->released || r->waiting > 0 || r->nfresh > 0) return KVBM_ESTATE;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->blocks[i] == KVBM_NO_BLOCK) return KVBM_ESTATE; /* an onboard given up: not all of it is in G1 */
+  for (size_t i = 0; i < r->n; i++) {
+    out[i] = r->blocks[i];
+    r->blocks[i] = KVBM_NO_BLOCK;
+  }
+  return (int)r->n;
+}
+
+int kvbm_tiers_let_go(kvbm_tiers *t, unsigned tier, const kvbm_block *b, const kvbm_hash *h, const uint32_t *pos,
+                      size_t n) {
+  if (!t || tier >= KVBM_MAX_TIERS || !t->m[tier] || ((!b || !h || !pos) && n)) return KVBM_EINVAL;
+  if (t->busy) return KVBM_EBUSY;
+  return let_go(t, tier, b, h, pos, n);
 }
 
 int kvbm_tiers_release(kvbm_tiers *t, kvbm_tiers_request *r) {

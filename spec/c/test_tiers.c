@@ -231,6 +231,49 @@ static void test_batch_hook_and_index(void) {
   destroy(&w);
 }
 
+/* A host that keeps a committed request's blocks itself (a decode goes on
+ * with them), registers the blocks it computes, and lets go of them all. */
+static void test_take_register_let_go(void) {
+  hook_state hs = {.answer = KVBM_NO_TIER};
+  kvbm_tier_hooks hooks = {.on_register = to_g2, .ud = &hs};
+  world w;
+  make(&w, 4, 8, 0, KVBM_TIER_RULE_OFFLOAD_ON_RELEASE, &hooks);
+  kvbm_hash h[3];
+  chain(h, 3, 4000);
+  kvbm_tiers_request *r;
+  kvbm_block b[3];
+  must(!(kvbm_tiers_admit(w.t, h, 2, &r) < 0));
+  ok(kvbm_tiers_request_take(w.t, r, b, 3) == KVBM_ESTATE, "take before the commit: refused");
+  ok(kvbm_tiers_commit(w.t, r) == 2 && hs.calls == 1, "commit (on_register once)");
+  ok(kvbm_tiers_request_take(w.t, r, b, 1) == KVBM_EINVAL, "take into too small an array: refused");
+  ok(kvbm_tiers_request_take(w.t, r, b, 3) == 2, "take hands over both blocks");
+  ok(kvbm_tiers_request_block(r, 0) == KVBM_NO_BLOCK, "the request holds none");
+  ok(kvbm_tiers_request_take(w.t, r, b, 3) == KVBM_ESTATE, "a second take: nothing left to give");
+  ok(kvbm_tiers_release(w.t, r) == 0 && kvbm_tiers_plans(w.t, NULL, 0) == 0,
+     "releasing the request releases nothing: the host holds the blocks");
+  ok(kvbm_tiers_request_take(w.t, r, b, 3) == KVBM_ESTATE, "take after the release: refused");
+  /* the decode's block 2 */
+  kvbm_block mb, cb;
+  must(!(kvbm_allocate(w.m[0], 1, &mb, NULL) < 0 || kvbm_stage(w.m[0], mb, h[2], BS, &cb) < 0));
+  uint32_t pos[3] = {0, 1, 2};
+  hs.answer = 1;
+  ok(kvbm_tiers_register(w.t, &cb, &h[2], &pos[2], 1, &b[2]) == 1 && hs.calls == 2 && hs.last_n == 1,
+     "register: the block reaches on_register");
+  ok(kvbm_tiers_plans(w.t, NULL, 0) == 1 && kvbm_tiers_present(w.t, 0, h[2]), "registered, and its copy planned");
+  must(kvbm_tiers_complete_all(w.t) == 1);
+  ok(kvbm_tiers_let_go(w.t, 5, b, h, pos, 3) == KVBM_EINVAL, "let go in a tier the planner lacks: invalid");
+  ok(kvbm_tiers_let_go(w.t, 0, b, h, pos, 3) == 0, "let go of the three");
+  kvbm_plan p;
+  kvbm_plan_info info;
+  ok(kvbm_tiers_plans(w.t, &p, 1) == 1 && kvbm_tiers_plan_info(w.t, p, &info) == 0 && info.ncopies == 2,
+     "the built-in rule offloads the two that G2 lacks");
+  must(kvbm_tiers_complete_all(w.t) >= 1);
+  ok(kvbm_tiers_present(w.t, 1, h[0]) && kvbm_tiers_present(w.t, 1, h[2]), "all three in G2");
+  kvbm_tiers_request_free(w.t, r);
+  ok(all_back(&w), "every block back");
+  destroy(&w);
+}
+
 static int refuse_deep(void *ud, kvbm_hash h, uint32_t pos, unsigned tier) {
   (void)h, (void)tier;
   ++*(int *)ud;
@@ -320,6 +363,7 @@ int main(void) {
   test_onboard();
   test_failure_and_reject();
   test_batch_hook_and_index();
+  test_take_register_let_go();
   test_onboard_hook();
   test_config();
   test_release_all();
