@@ -891,7 +891,9 @@ KVBM_API KVBM_NODISCARD int kvbm_tiers_request_take(kvbm_tiers *t, kvbm_tiers_re
 /* Registers G1 blocks the host staged itself (a decode's complete blocks,
  * with their hashes and sequence positions) and offers them to on_register,
  * as a commit does; out[i] gets the immutable block of complete[i] (the
- * host's). All or nothing: on failure the blocks stay complete. Returns n. */
+ * host's). Returns n. A registration failure leaves the blocks complete and
+ * out all KVBM_NO_BLOCK; a policy failure after the registration returns the
+ * policy's code with the blocks registered (out filled, the host's). */
 KVBM_API KVBM_NODISCARD int kvbm_tiers_register(kvbm_tiers *t, const kvbm_block *complete, const kvbm_hash *h,
                                                 const uint32_t *pos, size_t n, kvbm_block *out);
 /* The host lets go of immutable blocks of tier that it holds (taken from a

@@ -628,7 +628,10 @@ int kvbm_tiers_register(kvbm_tiers *t, const kvbm_block *complete, const kvbm_ha
   int *dst = SCRATCH(t, dst, n, int);
   if (!dst) return KVBM_ENOMEM;
   int rc = kvbm_register_all(t->m[0], complete, n, out);
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    for (size_t i = 0; i < n; i++) out[i] = KVBM_NO_BLOCK;
+    return rc;
+  }
   rc = registered(t, h, pos, out, dst, n);
   return rc < 0 ? rc : (int)n;
 }

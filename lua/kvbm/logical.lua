@@ -258,18 +258,26 @@ end
 --- the engine fails (no_memory) nil, err and the blocks stay staged.
 function LBA:register(manager)
   check_manager(manager, 1, "register")
+  return self:_register_via(function(list) return manager:register_all(list) end)
+end
+
+-- register with another registrar: register_all(list of the staged guards)
+-- returns their ImmutableBlocks (or nil, err), and optionally an error to
+-- raise once they are assigned (kvbm.request's planner path).
+function LBA:_register_via(register_all)
   local s = self._s
   local n = qlen(s)
   if n == 0 then return 0 end
   local list = {}
   for i = 0, n - 1 do list[i + 1] = s.guard[s.head + i] end
-  local ibs, err = manager:register_all(list)
+  local ibs, err, raise = register_all(list)
   if not ibs then return nil, err end
   for i = 1, n do
     local id = qshift(s)
     qpush(self._a, id, ibs[i])
     self._where[id] = "a"
   end
+  if raise ~= nil then error(raise, 0) end
   return n
 end
 

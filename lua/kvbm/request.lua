@@ -19,12 +19,23 @@
 --
 -- Nothing here touches a manager until a method is given one. Guards are
 -- released by release(), by <close>, or by the collector.
+--
+-- A request admitted through kvbm.tiers (t:admit(r), or t:admit(tokens,
+-- salt), which builds one) is the same object with the planner's fields
+-- (r.onboard, r.matched, r.waiting, r.seq, r.tiers) and r:commit(). Its G1
+-- blocks are the planner's until r:commit(); the first call that needs
+-- them afterwards moves them into its assignments (so a replay that only
+-- admits, commits and releases never makes a guard). From then on it
+-- decodes as any request, on t:manager("G1"): registrations reach the
+-- policy's on_register, and release() lets go through the planner, so
+-- the blocks that go inactive reach on_inactive.
 
 local kvbm = require "kvbm"
 local logical = kvbm.logical
+local planner = kvbm._tiers -- the C side of kvbm.tiers (admit, commit, release, take, ...)
 
-local error, getmetatable, pairs, setmetatable, select, tostring, type =
-  error, getmetatable, pairs, setmetatable, select, tostring, type
+local error, getmetatable, pairs, pcall, setmetatable, select, tostring, type =
+  error, getmetatable, pairs, pcall, setmetatable, select, tostring, type
 local mtype = math.type
 local format = string.format
 local hash_tostring = kvbm.hash.tostring
@@ -51,6 +62,17 @@ local RS = {}
 RS.__index = RS
 RS.__name = "kvbm.RequestSequence"
 
+local function wrap(seq, max_output_tokens)
+  return setmetatable({
+    _seq = seq,
+    _la = logical.new(),
+    _generated = 0,
+    _max = max_output_tokens,
+    _input = seq:total_tokens(),
+    _prefix = 0,
+  }, RS)
+end
+
 --- A request over tokens (a table of integers, or packed u32 LE string);
 --- allocates nothing.
 function M.new(tokens, max_output_tokens, block_size)
@@ -65,14 +87,78 @@ function M.new(tokens, max_output_tokens, block_size)
   end
   local seq, err = new_sequence(tokens, block_size)
   if not seq then error("kvbm.request: " .. err, 2) end
-  return setmetatable({
-    _seq = seq,
-    _la = logical.new(),
-    _generated = 0,
-    _max = max_output_tokens,
-    _input = seq:total_tokens(),
-    _prefix = 0,
-  }, RS)
+  return wrap(seq, max_output_tokens)
+end
+
+--- A request over an existing kvbm.sequence (salted or not; the request
+--- appends to it); max_output_tokens defaults to 0.
+function M.from_sequence(seq, max_output_tokens)
+  if typename(seq) ~= "kvbm.Sequence" then
+    error("bad argument #1 to 'from_sequence' (kvbm.Sequence expected, got " .. typename(seq) .. ")", 2)
+  end
+  if max_output_tokens == nil then max_output_tokens = 0 end
+  check_count(max_output_tokens, 2, "from_sequence", "max_output_tokens")
+  return wrap(seq, max_output_tokens)
+end
+
+-- ------------------------------------------------- admitted through tiers
+
+-- r._r is set while the request is admitted in a planner (r.tiers);
+-- r._taken once its G1 blocks moved from the planner into r._la.
+
+-- The assignments, for a method (fname) that needs the guards: an admitted
+-- request's blocks move in from the planner first (raises, with nothing
+-- changed, before the commit).
+local function blocks(self, fname)
+  if self._r and not self._taken then
+    local ok, guards = pcall(planner.take, self)
+    if not ok then error(fname .. ": " .. tostring(guards), 3) end
+    local n, err = self._la:extend_assigned(guards)
+    if not n then -- cannot happen: admit saw the assignments empty
+      for i = 1, #guards do guards[i]:release() end
+      error(fname .. ": " .. tostring(err), 3)
+    end
+    self._taken = true
+  end
+  return self._la
+end
+
+-- An admitted request takes its blocks from its G1 manager only.
+local function check_g1(self, manager, argn, fname)
+  if self._r and manager ~= self.tiers.managers.G1 then
+    error(format("bad argument #%d to '%s' (the request is admitted through kvbm.tiers: its blocks come from "
+      .. "t:manager(\"G1\"), got another manager)", argn, fname), 3)
+  end
+end
+
+local function not_admitted(self, fname)
+  if self._r then
+    error(fname .. ": the request is admitted through kvbm.tiers, which matched its prefix (release it first)", 3)
+  end
+end
+
+-- Registers la's staged blocks through the planner (on_register sees them).
+local function register_through(self, la)
+  local tiers, seq, first = self.tiers, self._seq, la:assigned_count()
+  return la:_register_via(function(list)
+    local out = {}
+    local ok, ibs, err = pcall(planner.register, tiers, list, seq, first, out)
+    if ok then return ibs, err end
+    if out[1] then return out, nil, ibs end -- registered, then the policy failed: keep them, then raise
+    error(ibs, 0)
+  end)
+end
+
+--- An admitted request: the prefill is computed (its onboard plans are
+--- complete): registers its new G1 blocks, offers them to on_register;
+--- returns how many. Raises before the onboards complete, after the
+--- release, and for a request that was never admitted.
+function RS:commit()
+  if not self._r then
+    error(self.tiers and "commit after release: the request's admission ended (admit it again)"
+      or "commit: the request was not admitted through kvbm.tiers", 2)
+  end
+  return planner.commit(self)
 end
 
 --- Prefix-matches the full blocks against manager and adds the hits as
@@ -80,6 +166,7 @@ end
 --- the request holds no blocks yet.
 function RS:match_and_add_prefix(manager)
   check_manager(manager, 1, "match_and_add_prefix")
+  not_admitted(self, "match_and_add_prefix")
   if not self._la:is_empty() then
     error("match_and_add_prefix called on sequence with existing assignments", 2)
   end
@@ -98,6 +185,7 @@ function RS:add_matched_blocks(blocks)
     error("bad argument #1 to 'add_matched_blocks' (table of kvbm.ImmutableBlock expected, got "
       .. typename(blocks) .. ")", 2)
   end
+  not_admitted(self, "add_matched_blocks")
   local count = #blocks
   local start = self._la:assigned_count()
   if start + count > #self._seq then error("matched blocks exceed completed sequence blocks", 2) end
@@ -129,10 +217,12 @@ end
 function RS:allocate_blocks(n, manager)
   check_count(n, 1, "allocate_blocks", "block count")
   check_manager(manager, 2, "allocate_blocks")
+  check_g1(self, manager, 2, "allocate_blocks")
+  local la = blocks(self, "allocate_blocks")
   if n == 0 then return true end
-  local blocks = manager:allocate(n)
-  if not blocks then return false end
-  local ok, err = self._la:extend_blocks(blocks)
+  local got = manager:allocate(n)
+  if not got then return false end
+  local ok, err = la:extend_blocks(got)
   if not ok then
     release_list(err.blocks)
     return false
@@ -144,7 +234,7 @@ end
 --- none yet. Raises if staging fails (a block size that differs from the
 --- manager's: a programming error).
 function RS:stage_pending()
-  local la = self._la
+  local la = blocks(self, "stage_pending")
   local start = la:assigned_count() + la:staged_count()
   local full = #self._seq
   if start < full then
@@ -159,15 +249,21 @@ end
 --- Registers every staged block: the count (or nil, err from the engine).
 function RS:register_staged(manager)
   check_manager(manager, 1, "register_staged")
-  return self._la:register(manager)
+  check_g1(self, manager, 1, "register_staged")
+  local la = blocks(self, "register_staged")
+  if self._r then return register_through(self, la) end
+  return la:register(manager)
 end
 
 --- stage_pending, then register_staged: every full block with a guard is
 --- registered; a partly filled generation block stays unassigned.
 function RS:complete_and_register_pending(manager)
   check_manager(manager, 1, "complete_and_register_pending")
+  check_g1(self, manager, 1, "complete_and_register_pending")
+  local la = blocks(self, "complete_and_register_pending")
   self:stage_pending()
-  return self._la:register(manager)
+  if self._r then return register_through(self, la) end
+  return la:register(manager)
 end
 
 --- Appends one generated token: the 0-based index of the block it
@@ -190,8 +286,27 @@ end
 function RS:is_complete() return self._generated >= self._max end
 
 --- Releases every guard (registered blocks go to the inactive pool, where
---- they still count as available and can be matched). Idempotent.
-function RS:release() self._la:clear() end
+--- they still count as available and can be matched). Idempotent. An
+--- admitted request ends its admission: pending onboards are abandoned,
+--- its G1 blocks released in position order through the planner (those
+--- that go inactive reach on_inactive), after its unregistered ones.
+function RS:release()
+  if self._r then
+    planner.release(self) -- raises (planner closed, called from a hook) with nothing changed
+    self._r = nil
+    if self._taken then
+      self._taken = nil
+      local la = self._la
+      local assigned = la:take_assigned()
+      la:clear()
+      local list = {}
+      for i = 1, #assigned do list[i] = assigned[i][2] end
+      planner.let_go(self.tiers, list, 0)
+      return
+    end
+  end
+  self._la:clear()
+end
 RS.__close = RS.release
 
 --- After release: matches the full blocks again, allocates, stages and
@@ -199,6 +314,7 @@ RS.__close = RS.release
 --- held. Raises unless the request holds no blocks.
 function RS:reacquire(manager)
   check_manager(manager, 1, "reacquire")
+  not_admitted(self, "reacquire")
   local la, seq = self._la, self._seq
   if not la:is_empty() then error("reacquire called with existing assignments", 2) end
   local full = #seq
@@ -239,9 +355,9 @@ function RS:remaining_tokens()
 end
 function RS:num_blocks() return #self._seq end
 RS.complete_sequence_blocks = RS.num_blocks
-function RS:assigned_blocks() return self._la:assigned_count() end
-function RS:staged_blocks() return self._la:staged_count() end
-function RS:unassigned_blocks() return self._la:unassigned_count() end
+function RS:assigned_blocks() return blocks(self, "assigned_blocks"):assigned_count() end
+function RS:staged_blocks() return blocks(self, "staged_blocks"):staged_count() end
+function RS:unassigned_blocks() return blocks(self, "unassigned_blocks"):unassigned_count() end
 function RS:prefix_matched_blocks() return self._prefix end
 function RS:block_size() return self._seq:block_size() end
 
@@ -254,16 +370,16 @@ end
 --- The underlying kvbm.sequence and kvbm.logical: for reading; changing
 --- them behind the request's back breaks its bookkeeping.
 function RS:sequence() return self._seq end
-function RS:assignments() return self._la end
+function RS:assignments() return blocks(self, "assignments") end
 
 --- Every block id (= page index): assigned, then staged, then unassigned.
-function RS:page_indices() return self._la:all_block_ids() end
+function RS:page_indices() return blocks(self, "page_indices"):all_block_ids() end
 
 --- Releases the newest unassigned blocks (LIFO) until `keep` are left;
 --- returns how many were released.
 function RS:drop_excess_unassigned(keep)
   check_count(keep, 1, "drop_excess_unassigned", "keep")
-  local la, dropped = self._la, 0
+  local la, dropped = blocks(self, "drop_excess_unassigned"), 0
   while la:unassigned_count() > keep do
     local _, g = la:pop_last_unassigned()
     g:release()
@@ -274,6 +390,12 @@ end
 
 function RS:__tostring()
   local la = self._la
+  if self._r and not self._taken then
+    return format("RequestSequence { total_tokens: %d, num_blocks: %d, generated_tokens: %d, "
+      .. "max_output_tokens: %d, num_input_tokens: %d, prefix_matched_blocks: %d, "
+      .. "admitted through kvbm.tiers: its blocks are with the planner, waiting: %d }",
+      self._seq:total_tokens(), #self._seq, self._generated, self._max, self._input, self._prefix, self.waiting)
+  end
   return format("RequestSequence { total_tokens: %d, num_blocks: %d, generated_tokens: %d, "
     .. "max_output_tokens: %d, num_input_tokens: %d, prefix_matched_blocks: %d, "
     .. "assigned: %d, staged: %d, unassigned: %d }",

@@ -11,6 +11,11 @@
 --   ...                                      -- t:plans() lists offload plans the policy asked for
 --   r:release()                              -- the request ends; its blocks go inactive
 --
+-- The request is a kvbm.request RequestSequence (t:admit(rs) admits one the
+-- host made; t:admit(tokens, salt) and t:admit(seq) build one), so after
+-- the commit it decodes on t:manager("G1") with rs:append_token and
+-- rs:complete_and_register_pending (lua/kvbm/request.lua).
+--
 -- A plan is { src_tier, dst_tier, copies } with copies = { {pos, src_id, dst_id}, ... }
 -- (also as plan.src_tier, plan.dst_tier, plan.copies). Until it completes it
 -- holds its source blocks (so they cannot be evicted mid-copy) and its
@@ -37,6 +42,8 @@ local setmetatable, ipairs, pairs, type, assert, error, tostring = setmetatable,
 local format, concat = string.format, table.concat
 local core = kvbm._tiers
 local new_sequence = kvbm.sequence
+local request = kvbm.request
+local is_request, from_sequence, typename = request.is, request.from_sequence, kvbm.logical._typename
 local _ENV = nil
 
 local ORDER = { "G1", "G2", "G3" }
@@ -109,18 +116,57 @@ Tiers.complete_all = core.complete_all
 --- A copy to dst of hash h is already planned (not yet complete).
 function Tiers:_planned(dst, h) return core.planned(self, dst, h) end
 
---- Admits a request: matches its prefix in G1, plans onboarding of the
---- following blocks found in lower tiers, allocates G1 blocks for the rest.
---- Returns the request (r.onboard lists its onboard plans, r.matched the G1
---- hits, r.waiting the onboards not yet complete, r.seq its sequence) or
---- nil, err when G1 cannot hold it (nothing is kept then).
+-- The RequestSequence t:admit admits: req itself, or one built over a
+-- sequence (given, or made of tokens and salt). Raises on bad input.
+local function request_of(t, req, salt)
+  if is_request(req) then
+    if salt ~= nil then error("kvbm.tiers: admit: a salt goes with a token list, not with a kvbm.request", 3) end
+    if req._r then error("kvbm.tiers: admit: the request is already admitted (release it first)", 3) end
+    if not req:assignments():is_empty() then
+      error("kvbm.tiers: admit: the request already holds blocks (release them first)", 3)
+    end
+    if req:block_size() ~= t.block_size then
+      error(format("kvbm.tiers: admit: the request's block size %d differs from the planner's %d",
+        req:block_size(), t.block_size), 3)
+    end
+    return req
+  end
+  local seq = req
+  if typename(req) == "kvbm.Sequence" then
+    if salt ~= nil then error("kvbm.tiers: admit: a salt goes with a token list, not with a kvbm.sequence", 3) end
+    if req:block_size() ~= t.block_size then
+      error(format("kvbm.tiers: admit: the sequence's block size %d differs from the planner's %d",
+        req:block_size(), t.block_size), 3)
+    end
+  elseif type(req) == "table" or type(req) == "string" then
+    local err
+    seq, err = new_sequence(req, t.block_size, salt)
+    if not seq then error("kvbm.tiers: admit: " .. tostring(err), 3) end
+  else
+    error("kvbm.tiers: admit expects a kvbm.request, a kvbm.sequence or a token list, got " .. typename(req), 3)
+  end
+  return from_sequence(seq)
+end
+
+--- Admits a request (a kvbm.request RequestSequence that holds no blocks,
+--- or tokens and salt, or a kvbm.sequence): matches its full blocks' prefix
+--- in G1, plans onboarding of the following blocks found in lower tiers,
+--- allocates G1 blocks for the rest. Returns the RequestSequence with
+--- r.onboard (its onboard plans), r.matched (the G1 hits), r.waiting (the
+--- onboards not yet complete), r.seq (its sequence), r.tiers; or nil, err
+--- when G1 cannot hold it (nothing is kept, the request is unchanged).
 --- r:commit(): the prefill is computed: register the request's new blocks in
 --- G1 (once its onboard plans are complete); returns how many.
 --- r:release(): the request ends: its G1 blocks are released in position
 --- order; blocks that go inactive are offered to the policy's on_inactive.
-function Tiers:admit(tokens, salt)
-  local seq = type(tokens) == "userdata" and tokens or new_sequence(tokens, self.block_size, salt)
-  return core.admit(self, seq)
+function Tiers:admit(req, salt)
+  local rs = request_of(self, req, salt)
+  local r, err = core.admit(self, rs:sequence(), rs)
+  if not r then return nil, err end
+  local found = r.matched -- found cached: in G1, or copied up from below
+  for _, plan in ipairs(r.onboard) do found = found + #plan.copies end
+  rs._prefix = found
+  return rs
 end
 
 --- Closes the managers (pending plans are abandoned first).

@@ -33,16 +33,14 @@ typedef struct {
   int err_ref;          /* LUA_NOREF, or the error a hook raised */
 } PlannerBox;
 
-/* A request is a Lua table { seq, onboard, matched, waiting, tiers, _r }
- * with the methods commit and release; _r is this box (freed by the
+/* A request admitted here is a kvbm.request RequestSequence (a Lua table,
+ * see lua/kvbm/request.lua) to which admit adds { seq, onboard, matched,
+ * waiting, tiers, _r }; _r is this box (freed at release or by the
  * collector), user value 1 its planner box. waiting is brought up to date
  * after every completion (the planner box keeps the requests that wait). */
 typedef struct {
   kvbm_tiers_request *r; /* NULL once freed */
 } RequestBox;
-
-/* the requests' metatable, in the registry */
-static const char request_mt_key = 0;
 
 enum { UV_MANAGERS = 1, UV_TIERS, UV_HOOKS, UV_CTX, UV_PLANS, UV_WAITING, UV_COUNT = UV_WAITING };
 
@@ -448,11 +446,14 @@ static void sync_waiting(lua_State *L, int pidx) {
   lua_pop(L, 1);
 }
 
-/* t:admit(seq): the request, or nil, err when G1 cannot hold it. */
+/* core.admit(t, seq, rs): admits the full blocks of seq for the
+ * RequestSequence rs (a table; tiers.lua checked it) and fills rs in:
+ * returns rs, or nil, err when G1 cannot hold it (rs unchanged). */
 static int planner_admit(lua_State *L) {
   PlannerBox *pb = checkplanner(L, 1);
   kvbm_sequence *s = lkvbm_tosequence(L, 2);
   if (!s) return luaL_error(L, "kvbm.tiers: admit needs a kvbm.sequence");
+  luaL_checktype(L, 3, LUA_TTABLE);
   pushplannerbox(L, 1);
   int pidx = lua_gettop(L);
   RequestBox *rq = lua_newuserdatauv(L, sizeof *rq, 1);
@@ -466,7 +467,7 @@ static int planner_admit(lua_State *L) {
   int rc = kvbm_tiers_admit(pb->t, kvbm_sequence_hashes(s), kvbm_sequence_blocks(s), &rq->r);
   call_end(L, pb, &pc);
   if (rc < 0) return lkvbm_pusherror(L, rc);
-  lua_createtable(L, 0, 6);
+  lua_pushvalue(L, 3);
   int ridx = lua_gettop(L);
   lua_pushvalue(L, bidx);
   lua_setfield(L, ridx, "_r");
@@ -488,8 +489,6 @@ static int planner_admit(lua_State *L) {
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, ridx, "onboard");
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &request_mt_key);
-  lua_setmetatable(L, ridx);
   if (waiting > 0) {
     lua_getiuservalue(L, pidx, UV_WAITING);
     lua_pushvalue(L, ridx);
@@ -650,12 +649,141 @@ static int request_commit(lua_State *L) {
   return 1;
 }
 
+/* The request ends in the planner: its pending onboards are abandoned, the
+ * G1 blocks it still holds are released (to the policy) and it is freed. */
 static int request_release(lua_State *L) {
   PlannerBox *pb;
   RequestBox *rq = checkrequest(L, 1, &pb);
   PlanCall pc;
   call_begin(L, pb, -1, &pc);
   int rc = kvbm_tiers_release(pb->t, rq->r);
+  kvbm_tiers_request_free(pb->t, rq->r);
+  rq->r = NULL;
+  call_end(L, pb, &pc);
+  if (rc < 0) return lkvbm_pusherror(L, rc);
+  return 0;
+}
+
+/* Element i of the list at index list: a guard of type mt, of G1 when live. */
+static BlockBox *g1_guard(lua_State *L, PlannerBox *pb, int list, lua_Integer i, const char *mt) {
+  lua_rawgeti(L, list, i);
+  BlockBox *bb = lkvbm_testudata(L, -1, mt);
+  if (!bb) luaL_error(L, "kvbm.tiers: %s expected at index %d, got %s", mt, (int)i, lkvbm_kind(L, -1));
+  lua_pop(L, 1);
+  if (bb->live && bb->mb != pb->mb[0]) luaL_error(L, "kvbm.tiers: block %d is not a block of G1", (int)i);
+  return bb;
+}
+
+/* core.take(rs): the request's G1 blocks as a list of ImmutableBlock
+ * guards, by position; the planner's request holds none afterwards. */
+static int request_take(lua_State *L) {
+  PlannerBox *pb;
+  RequestBox *rq = checkrequest(L, 1, &pb);
+  size_t n = kvbm_tiers_request_blocks(rq->r);
+  ManagerBox *g1 = pb->mb[0];
+  kvbm_block *b = lua_newuserdatauv(L, (n ? n : 1) * sizeof *b, 0);
+  BlockBox **to = lua_newuserdatauv(L, (n ? n : 1) * sizeof *to, 0);
+  lua_createtable(L, (int)n, 0); /* the guards exist before the planner hands anything over */
+  for (size_t i = 0; i < n; i++) {
+    to[i] = lkvbm_pushblock(L, g1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lkvbm_manager_pin(L, g1);
+  int rc = kvbm_tiers_request_take(pb->t, rq->r, b, n);
+  if (rc >= 0)
+    for (size_t i = 0; i < n; i++) {
+      to[i]->b = b[i];
+      lkvbm_guard_on(L, to[i]);
+    }
+  lkvbm_manager_unpin(L, g1);
+  if (rc == KVBM_ESTATE)
+    return luaL_error(L, "kvbm.tiers: the request's blocks are not all in G1 yet (commit it once its onboard "
+                         "plans are complete)");
+  if (rc < 0) return lkvbm_pusherror(L, rc);
+  return 1;
+}
+
+/* core.register(t, completes, seq, first, out): registers CompleteBlocks
+ * of G1 (a list: the sequence's positions first, first + 1, ...) through
+ * the planner, so that on_register sees them; fills the table out with
+ * their ImmutableBlock guards, in order, and returns it, or nil, err (the
+ * blocks stay complete). out is filled before a policy error is raised. */
+static int planner_register(lua_State *L) {
+  PlannerBox *pb = checkplanner(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  kvbm_sequence *s = lkvbm_tosequence(L, 3);
+  if (!s) return luaL_error(L, "kvbm.tiers: register needs a kvbm.sequence");
+  lua_Integer first = luaL_checkinteger(L, 4);
+  size_t n = lua_rawlen(L, 2);
+  if (first < 0 || (size_t)first + n > kvbm_sequence_blocks(s) || (size_t)first + n > UINT32_MAX)
+    return luaL_error(L, "kvbm.tiers: blocks %d..%d are not full blocks of the sequence", (int)first,
+                      (int)(first + (lua_Integer)n) - 1);
+  ManagerBox *g1 = pb->mb[0];
+  size_t m = n ? n : 1;
+  kvbm_block *in = lua_newuserdatauv(L, m * 2 * sizeof *in, 0), *out = in + m;
+  uint32_t *pos = lua_newuserdatauv(L, m * sizeof *pos, 0);
+  BlockBox **from = lua_newuserdatauv(L, m * 2 * sizeof *from, 0), **to = from + m;
+  luaL_checktype(L, 5, LUA_TTABLE);
+  int t = 5;
+  for (size_t i = 0; i < n; i++) {
+    from[i] = g1_guard(L, pb, 2, (lua_Integer)i + 1, LKVBM_COMPLETE_MT);
+    if (!from[i]->live) return luaL_error(L, "kvbm.tiers: block %d is released or consumed", (int)i + 1);
+    in[i] = from[i]->b;
+    pos[i] = (uint32_t)first + (uint32_t)i;
+    to[i] = lkvbm_pushblock(L, g1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
+    lua_rawseti(L, t, (lua_Integer)i + 1);
+  }
+  pushplannerbox(L, 1);
+  PlanCall pc;
+  call_begin(L, pb, -1, &pc);
+  int rc = kvbm_tiers_register(pb->t, in, kvbm_sequence_hashes(s) + first, pos, n, out);
+  int done = n > 0 && out[0] != KVBM_NO_BLOCK; /* registered, even if the policy failed after */
+  if (done)
+    for (size_t i = 0; i < n; i++) { /* out holds the new guards, the list the old ones */
+      to[i]->b = out[i];
+      lkvbm_guard_on(L, to[i]);
+      lkvbm_guard_off(L, from[i]);
+    }
+  else
+    for (size_t i = 0; i < n; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, t, (lua_Integer)i + 1);
+    }
+  call_end(L, pb, &pc);
+  if (rc == KVBM_EINVAL && !done) return luaL_error(L, "kvbm.tiers: the same CompleteBlock is listed twice");
+  if (rc < 0) return lkvbm_pusherror(L, rc);
+  lua_settop(L, t);
+  return 1;
+}
+
+/* core.let_go(t, immutables, first): releases ImmutableBlock guards of G1
+ * (positions first, first + 1, ...; released ones are skipped) through the
+ * planner: those that go inactive reach on_inactive. */
+static int planner_let_go(lua_State *L) {
+  PlannerBox *pb = checkplanner(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer first = luaL_checkinteger(L, 3);
+  size_t n = lua_rawlen(L, 2), k = 0;
+  luaL_argcheck(L, first >= 0 && (size_t)first + n <= UINT32_MAX, 3, "position out of range");
+  ManagerBox *g1 = pb->mb[0];
+  size_t m = n ? n : 1;
+  kvbm_hash *h = lua_newuserdatauv(L, m * sizeof *h, 0);
+  kvbm_block *b = lua_newuserdatauv(L, m * sizeof *b, 0);
+  uint32_t *pos = lua_newuserdatauv(L, m * sizeof *pos, 0);
+  BlockBox **bb = lua_newuserdatauv(L, m * sizeof *bb, 0);
+  for (size_t i = 0; i < n; i++) { /* every check before anything is released */
+    BlockBox *x = g1_guard(L, pb, 2, (lua_Integer)i + 1, LKVBM_IMMUTABLE_MT);
+    if (!x->live) continue;
+    bb[k] = x;
+    b[k] = x->b;
+    (void)kvbm_block_hash_of(g1->m, x->b, &h[k]);
+    pos[k++] = (uint32_t)first + (uint32_t)i;
+  }
+  for (size_t i = 0; i < k; i++) lkvbm_guard_off(L, bb[i]); /* the planner lets go of them: consumed */
+  pushplannerbox(L, 1);
+  PlanCall pc;
+  call_begin(L, pb, -1, &pc);
+  int rc = kvbm_tiers_let_go(pb->t, 0, b, h, pos, k);
   call_end(L, pb, &pc);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   return 0;
@@ -682,8 +810,6 @@ static int request_gc(lua_State *L) {
 
 void lkvbm_open_tiers(lua_State *L) {
   static const luaL_Reg planner_meta[] = {{"__gc", planner_close}, {"__close", planner_close}, {NULL, NULL}};
-  static const luaL_Reg request_methods[] = {{"commit", request_commit}, {"release", request_release},
-                                             {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"new", planner_new},
       {"close", planner_close},
@@ -695,6 +821,11 @@ void lkvbm_open_tiers(lua_State *L) {
       {"planned", planner_planned},
       {"stats", planner_stats},
       {"ctx", planner_ctx},
+      {"commit", request_commit},
+      {"release", request_release},
+      {"take", request_take},
+      {"register", planner_register},
+      {"let_go", planner_let_go},
       {NULL, NULL},
   };
   lkvbm_newclass(L, PLANNER_MT, planner_meta, NULL);
@@ -702,10 +833,6 @@ void lkvbm_open_tiers(lua_State *L) {
   lua_pushcfunction(L, request_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  lua_createtable(L, 0, 2); /* the request table's */
-  luaL_newlib(L, request_methods);
-  lua_setfield(L, -2, "__index");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &request_mt_key);
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "_tiers");
 }
