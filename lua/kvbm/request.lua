@@ -65,11 +65,15 @@ RS.__name = "kvbm.RequestSequence"
 local function wrap(seq, max_output_tokens)
   return setmetatable({
     _seq = seq,
-    _la = logical.new(),
+    _la = false, -- the kvbm.logical, made when first needed (a replay through kvbm.tiers never needs it)
     _generated = 0,
     _max = max_output_tokens,
     _input = seq:total_tokens(),
     _prefix = 0,
+    _taken = false,
+    -- kvbm.tiers' fields: false until the request is admitted there (and
+    -- present from the start, so that admitting it does not grow the table)
+    seq = false, tiers = false, matched = false, waiting = false, onboard = false, _r = false,
   }, RS)
 end
 
@@ -109,18 +113,23 @@ end
 -- The assignments, for a method (fname) that needs the guards: an admitted
 -- request's blocks move in from the planner first (raises, with nothing
 -- changed, before the commit).
-local function blocks(self, fname)
+local function la_of(self, fname)
+  local la = self._la
+  if not la then
+    la = logical.new()
+    self._la = la
+  end
   if self._r and not self._taken then
     local ok, guards = pcall(planner.take, self)
     if not ok then error(fname .. ": " .. tostring(guards), 3) end
-    local n, err = self._la:extend_assigned(guards)
+    local n, err = la:extend_assigned(guards)
     if not n then -- cannot happen: admit saw the assignments empty
       for i = 1, #guards do guards[i]:release() end
       error(fname .. ": " .. tostring(err), 3)
     end
     self._taken = true
   end
-  return self._la
+  return la
 end
 
 -- An admitted request takes its blocks from its G1 manager only.
@@ -167,7 +176,7 @@ end
 function RS:match_and_add_prefix(manager)
   check_manager(manager, 1, "match_and_add_prefix")
   not_admitted(self, "match_and_add_prefix")
-  if not self._la:is_empty() then
+  if not la_of(self):is_empty() then
     error("match_and_add_prefix called on sequence with existing assignments", 2)
   end
   local matched = manager:match(self._seq:hashes())
@@ -187,7 +196,8 @@ function RS:add_matched_blocks(blocks)
   end
   not_admitted(self, "add_matched_blocks")
   local count = #blocks
-  local start = self._la:assigned_count()
+  local la = la_of(self)
+  local start = la:assigned_count()
   if start + count > #self._seq then error("matched blocks exceed completed sequence blocks", 2) end
   for i = 1, count do
     local b = blocks[i]
@@ -206,7 +216,7 @@ function RS:add_matched_blocks(blocks)
         { position = position, expected = expected, actual = actual, blocks = copy })
     end
   end
-  local n, err = self._la:extend_assigned(blocks)
+  local n, err = la:extend_assigned(blocks)
   if not n then return nil, err end
   self._prefix = self._prefix + count
   return count
@@ -218,7 +228,7 @@ function RS:allocate_blocks(n, manager)
   check_count(n, 1, "allocate_blocks", "block count")
   check_manager(manager, 2, "allocate_blocks")
   check_g1(self, manager, 2, "allocate_blocks")
-  local la = blocks(self, "allocate_blocks")
+  local la = la_of(self, "allocate_blocks")
   if n == 0 then return true end
   local got = manager:allocate(n)
   if not got then return false end
@@ -234,7 +244,7 @@ end
 --- none yet. Raises if staging fails (a block size that differs from the
 --- manager's: a programming error).
 function RS:stage_pending()
-  local la = blocks(self, "stage_pending")
+  local la = la_of(self, "stage_pending")
   local start = la:assigned_count() + la:staged_count()
   local full = #self._seq
   if start < full then
@@ -250,7 +260,7 @@ end
 function RS:register_staged(manager)
   check_manager(manager, 1, "register_staged")
   check_g1(self, manager, 1, "register_staged")
-  local la = blocks(self, "register_staged")
+  local la = la_of(self, "register_staged")
   if self._r then return register_through(self, la) end
   return la:register(manager)
 end
@@ -260,7 +270,7 @@ end
 function RS:complete_and_register_pending(manager)
   check_manager(manager, 1, "complete_and_register_pending")
   check_g1(self, manager, 1, "complete_and_register_pending")
-  local la = blocks(self, "complete_and_register_pending")
+  local la = la_of(self, "complete_and_register_pending")
   self:stage_pending()
   if self._r then return register_through(self, la) end
   return la:register(manager)
@@ -293,10 +303,10 @@ function RS:is_complete() return self._generated >= self._max end
 function RS:release()
   if self._r then
     planner.release(self) -- raises (planner closed, called from a hook) with nothing changed
-    self._r = nil
+    self._r = false
     if self._taken then
-      self._taken = nil
-      local la = self._la
+      self._taken = false
+      local la = la_of(self)
       local assigned = la:take_assigned()
       la:clear()
       local list = {}
@@ -305,7 +315,7 @@ function RS:release()
       return
     end
   end
-  self._la:clear()
+  if self._la then self._la:clear() end
 end
 RS.__close = RS.release
 
@@ -315,7 +325,7 @@ RS.__close = RS.release
 function RS:reacquire(manager)
   check_manager(manager, 1, "reacquire")
   not_admitted(self, "reacquire")
-  local la, seq = self._la, self._seq
+  local la, seq = la_of(self), self._seq
   if not la:is_empty() then error("reacquire called with existing assignments", 2) end
   local full = #seq
   local matched = manager:match(seq:hashes())
@@ -355,9 +365,9 @@ function RS:remaining_tokens()
 end
 function RS:num_blocks() return #self._seq end
 RS.complete_sequence_blocks = RS.num_blocks
-function RS:assigned_blocks() return blocks(self, "assigned_blocks"):assigned_count() end
-function RS:staged_blocks() return blocks(self, "staged_blocks"):staged_count() end
-function RS:unassigned_blocks() return blocks(self, "unassigned_blocks"):unassigned_count() end
+function RS:assigned_blocks() return la_of(self, "assigned_blocks"):assigned_count() end
+function RS:staged_blocks() return la_of(self, "staged_blocks"):staged_count() end
+function RS:unassigned_blocks() return la_of(self, "unassigned_blocks"):unassigned_count() end
 function RS:prefix_matched_blocks() return self._prefix end
 function RS:block_size() return self._seq:block_size() end
 
@@ -370,16 +380,16 @@ end
 --- The underlying kvbm.sequence and kvbm.logical: for reading; changing
 --- them behind the request's back breaks its bookkeeping.
 function RS:sequence() return self._seq end
-function RS:assignments() return blocks(self, "assignments") end
+function RS:assignments() return la_of(self, "assignments") end
 
 --- Every block id (= page index): assigned, then staged, then unassigned.
-function RS:page_indices() return blocks(self, "page_indices"):all_block_ids() end
+function RS:page_indices() return la_of(self, "page_indices"):all_block_ids() end
 
 --- Releases the newest unassigned blocks (LIFO) until `keep` are left;
 --- returns how many were released.
 function RS:drop_excess_unassigned(keep)
   check_count(keep, 1, "drop_excess_unassigned", "keep")
-  local la, dropped = blocks(self, "drop_excess_unassigned"), 0
+  local la, dropped = la_of(self, "drop_excess_unassigned"), 0
   while la:unassigned_count() > keep do
     local _, g = la:pop_last_unassigned()
     g:release()
@@ -389,7 +399,6 @@ function RS:drop_excess_unassigned(keep)
 end
 
 function RS:__tostring()
-  local la = self._la
   if self._r and not self._taken then
     return format("RequestSequence { total_tokens: %d, num_blocks: %d, generated_tokens: %d, "
       .. "max_output_tokens: %d, num_input_tokens: %d, prefix_matched_blocks: %d, "
@@ -400,7 +409,7 @@ function RS:__tostring()
     .. "max_output_tokens: %d, num_input_tokens: %d, prefix_matched_blocks: %d, "
     .. "assigned: %d, staged: %d, unassigned: %d }",
     self._seq:total_tokens(), #self._seq, self._generated, self._max, self._input, self._prefix,
-    la:assigned_count(), la:staged_count(), la:unassigned_count())
+    self:assigned_blocks(), self:staged_blocks(), self:unassigned_blocks())
 end
 
 --- True when v is a RequestSequence.
