@@ -90,7 +90,7 @@ function M.new(tokens, max_output_tokens, block_size)
       .. (mtype(block_size) and block_size or typename(block_size)) .. ")", 2)
   end
   local seq, err = new_sequence(tokens, block_size)
-  if not seq then error("kvbm.request: " .. err, 2) end
+  if not seq then error("kvbm.request: " .. tostring(err), 2) end
   return wrap(seq, max_output_tokens)
 end
 

@@ -240,6 +240,8 @@ local function run_replay(o, requests, wall, events)
         head, count = head % o.window + 1, count - 1
       end
       local seq = kvbm.sequence(req.tokens, bs, req.salt) -- the partial tail is never hashed
+      -- r: a kvbm.request RequestSequence whose blocks stay with the planner
+      -- (admitted, committed, released: no guard is ever made)
       local r = t:admit(seq)
       if r then
         for _, plan in ipairs(r.onboard) do t:complete(plan) end

@@ -77,6 +77,17 @@ function M.run(live)
   r:commit()
   r:release()
   for _, plan in ipairs(t:plans()) do t:complete(plan) end
+  -- a RequestSequence admitted, decoded on G1 through the planner, released
+  local tg1 = t:manager("G1")
+  local rs = must(kvbm.request({ 1, 2, 3, 4, 5, 6 }, 2, 4))
+  must(t:admit(rs))
+  rs:commit()
+  must(rs:allocate_blocks(1, tg1) or nil, "no space")
+  rs:append_token(7)
+  rs:append_token(8)
+  must(rs:complete_and_register_pending(tg1))
+  rs:release()
+  for _, plan in ipairs(t:plans()) do t:complete(plan) end
   t:close()
 end
 
