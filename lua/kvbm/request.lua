@@ -40,7 +40,7 @@ local mtype = math.type
 local format = string.format
 local hash_tostring = kvbm.hash.tostring
 local new_sequence = kvbm.sequence
-local new_error, check_manager, typename = logical._error, logical._check_manager, logical._typename
+local new_error, check_manager, typename, call = logical._error, logical._check_manager, logical._typename, logical._call
 
 local _ENV = nil -- no global accesses from here on
 
@@ -167,7 +167,7 @@ function RS:commit()
     error(self.tiers and "commit after release: the request's admission ended (admit it again)"
       or "commit: the request was not admitted through kvbm.tiers", 2)
   end
-  return planner.commit(self)
+  return (call(planner.commit, self))
 end
 
 --- Prefix-matches the full blocks against manager and adds the hits as
@@ -302,7 +302,7 @@ function RS:is_complete() return self._generated >= self._max end
 --- that go inactive reach on_inactive), after its unregistered ones.
 function RS:release()
   if self._r then
-    planner.release(self) -- raises (planner closed, called from a hook) with nothing changed
+    call(planner.release, self) -- raises (planner closed, called from a hook) with nothing changed
     self._r = false
     if self._taken then
       self._taken = false
@@ -311,7 +311,7 @@ function RS:release()
       la:clear()
       local list = {}
       for i = 1, #assigned do list[i] = assigned[i][2] end
-      planner.let_go(self.tiers, list, 0)
+      call(planner.let_go, self.tiers, list, 0)
       return
     end
   end

@@ -43,7 +43,8 @@ local format, concat = string.format, table.concat
 local core = kvbm._tiers
 local new_sequence = kvbm.sequence
 local request = kvbm.request
-local is_request, from_sequence, typename = request.is, request.from_sequence, kvbm.logical._typename
+local is_request, from_sequence = request.is, request.from_sequence
+local typename, call = kvbm.logical._typename, kvbm.logical._call
 local _ENV = nil
 
 local ORDER = { "G1", "G2", "G3" }
@@ -161,7 +162,7 @@ end
 --- order; blocks that go inactive are offered to the policy's on_inactive.
 function Tiers:admit(req, salt)
   local rs = request_of(self, req, salt)
-  local r, err = core.admit(self, rs:sequence(), rs)
+  local r, err = call(core.admit, self, rs:sequence(), rs)
   if not r then return nil, err end
   local found = r.matched -- found cached: in G1, or copied up from below
   for _, plan in ipairs(r.onboard) do found = found + #plan.copies end
