@@ -25,8 +25,8 @@
 
 local kvbm = require "kvbm"
 
-local error, getmetatable, pcall, setmetatable, select, type =
-  error, getmetatable, pcall, setmetatable, select, type
+local error, getmetatable, setmetatable, select, type =
+  error, getmetatable, setmetatable, select, type
 local mtype = math.type
 local format = string.format
 
@@ -49,19 +49,6 @@ local function typename(v)
   return type(v)
 end
 M._typename = typename -- shared with request.lua and scheduled.lua
-
--- Calls f (a C function of the binding) for a method of this layer and
--- returns its first two results. Called from pcall, a C error carries no
--- position, so it is raised again at the user's call of that method (the
--- method must call this directly); an error that names its own place (a
--- user's hook raising inside the call) goes on as it is. So no message
--- names this layer's files. request.lua and tiers.lua share it.
-function M._call(f, ...)
-  local ok, a, b = pcall(f, ...)
-  if ok then return a, b end
-  if type(a) == "string" and not a:find("^[^%s:]+:%d+: ") then error(a, 3) end
-  error(a, 0)
-end
 
 local function argerror(n, fname, msg)
   error(format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)

@@ -40,7 +40,7 @@ local mtype = math.type
 local format = string.format
 local hash_tostring = kvbm.hash.tostring
 local new_sequence = kvbm.sequence
-local new_error, check_manager, typename, call = logical._error, logical._check_manager, logical._typename, logical._call
+local new_error, check_manager, typename = logical._error, logical._check_manager, logical._typename
 
 local _ENV = nil -- no global accesses from here on
 
@@ -94,6 +94,8 @@ function M.new(tokens, max_output_tokens, block_size)
   return wrap(seq, max_output_tokens)
 end
 
+M._wrap = wrap -- for kvbm.tiers, which checked the sequence
+
 --- A request over an existing kvbm.sequence (salted or not; the request
 --- appends to it); max_output_tokens defaults to 0.
 function M.from_sequence(seq, max_output_tokens)
@@ -112,7 +114,8 @@ end
 
 -- The assignments, for a method (fname) that needs the guards: an admitted
 -- request's blocks move in from the planner first (raises, with nothing
--- changed, before the commit).
+-- changed, before the commit). Errors the planner raises in C name the
+-- user's call, not this file (ltiers.c skips the Lua layer's frames).
 local function la_of(self, fname)
   local la = self._la
   if not la then
@@ -120,8 +123,7 @@ local function la_of(self, fname)
     self._la = la
   end
   if self._r and not self._taken then
-    local ok, guards = pcall(planner.take, self)
-    if not ok then error(fname .. ": " .. tostring(guards), 3) end
+    local guards = planner.take(self, fname) -- raises before the commit
     local n, err = la:extend_assigned(guards)
     if not n then -- cannot happen: admit saw the assignments empty
       for i = 1, #guards do guards[i]:release() end
@@ -161,14 +163,9 @@ end
 --- An admitted request: the prefill is computed (its onboard plans are
 --- complete): registers its new G1 blocks, offers them to on_register;
 --- returns how many. Raises before the onboards complete, after the
---- release, and for a request that was never admitted.
-function RS:commit()
-  if not self._r then
-    error(self.tiers and "commit after release: the request's admission ended (admit it again)"
-      or "commit: the request was not admitted through kvbm.tiers", 2)
-  end
-  return (call(planner.commit, self))
-end
+--- release, and for a request that was never admitted. (In C: one call
+--- per request in a replay.)
+RS.commit = planner.commit
 
 --- Prefix-matches the full blocks against manager and adds the hits as
 --- assigned; returns the count (0 when nothing matched). Raises unless
@@ -302,7 +299,7 @@ function RS:is_complete() return self._generated >= self._max end
 --- that go inactive reach on_inactive), after its unregistered ones.
 function RS:release()
   if self._r then
-    call(planner.release, self) -- raises (planner closed, called from a hook) with nothing changed
+    planner.release(self) -- raises (planner closed, called from a hook) with nothing changed
     self._r = false
     if self._taken then
       self._taken = false
@@ -311,7 +308,7 @@ function RS:release()
       la:clear()
       local list = {}
       for i = 1, #assigned do list[i] = assigned[i][2] end
-      call(planner.let_go, self.tiers, list, 0)
+      planner.let_go(self.tiers, list, 0)
       return
     end
   end

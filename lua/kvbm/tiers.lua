@@ -43,8 +43,10 @@ local format, concat = string.format, table.concat
 local core = kvbm._tiers
 local new_sequence = kvbm.sequence
 local request = kvbm.request
-local is_request, from_sequence = request.is, request.from_sequence
-local typename, call = kvbm.logical._typename, kvbm.logical._call
+local is_request, from_sequence, new_request = request.is, request.from_sequence, request._wrap
+local typename = kvbm.logical._typename
+local getmetatable = getmetatable
+local SEQUENCE_MT = getmetatable(new_sequence({}, 1))
 local _ENV = nil
 
 local ORDER = { "G1", "G2", "G3" }
@@ -161,12 +163,16 @@ end
 --- r:release(): the request ends: its G1 blocks are released in position
 --- order; blocks that go inactive are offered to the policy's on_inactive.
 function Tiers:admit(req, salt)
-  local rs = request_of(self, req, salt)
-  local r, err = call(core.admit, self, rs:sequence(), rs)
+  local rs
+  if getmetatable(req) == SEQUENCE_MT and salt == nil and req:block_size() == self.block_size then
+    rs = new_request(req, 0) -- the replay's path: nothing more to check
+  else
+    rs = request_of(self, req, salt)
+  end
+  -- core.admit sets the planner's fields, and rs._prefix to the blocks found
+  -- (G1 hits and onboards); on nil, err rs is unchanged
+  local r, err = core.admit(self, rs._seq, rs)
   if not r then return nil, err end
-  local found = r.matched -- found cached: in G1, or copied up from below
-  for _, plan in ipairs(r.onboard) do found = found + #plan.copies end
-  rs._prefix = found
   return rs
 end
 

@@ -6,6 +6,7 @@
  * The functions take the Lua Tiers table itself (its field _core is the
  * planner box), so that tiers.lua can install them as methods and errors
  * name the user's call. */
+#include <stdarg.h>
 #include <string.h>
 
 #include "lkvbm.h"
@@ -46,6 +47,45 @@ enum { UV_MANAGERS = 1, UV_TIERS, UV_HOOKS, UV_CTX, UV_PLANS, UV_WAITING, UV_COU
 
 /* ------------------------------------------------------------ helpers */
 
+/* The Lua layer over the planner: kvbm.tiers and kvbm.request call these
+ * functions for their methods, so a position in one of their files is
+ * never the user's. */
+static int layer_frame(const lua_Debug *ar) {
+  static const char *const layer[] = {"/kvbm/tiers.lua", "/kvbm/request.lua", "/kvbm/logical.lua"};
+  size_t n = strlen(ar->source);
+  for (size_t i = 0; i < sizeof layer / sizeof *layer; i++) {
+    size_t k = strlen(layer[i]);
+    if (n >= k && strcmp(ar->source + n - k, layer[i]) == 0) return 1;
+  }
+  return 0;
+}
+
+/* luaL_where for the user's code: pushes "file:line: " of the first Lua
+ * frame outside the layer that led here (C frames, such as the layer's
+ * pcall, are passed over), or "" when there is none. */
+static void user_where(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0 && !layer_frame(&ar)) {
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "");
+}
+
+/* luaL_error, positioned at the user's call (see user_where). */
+static int tiers_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  user_where(L);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 static int tier_of(const PlannerBox *pb, const char *name) {
   for (int i = 0; i < KVBM_MAX_TIERS; i++)
     if (pb->mb[i] && strcmp(name, tier_names[i]) == 0) return i;
@@ -68,10 +108,10 @@ static PlannerBox *checkplanner(lua_State *L, int idx) {
   } else {
     pb = luaL_testudata(L, idx, PLANNER_MT);
   }
-  if (!pb) luaL_error(L, "kvbm.tiers: a tier planner expected");
-  if (!pb->t) luaL_error(L, "kvbm.tiers: the planner is closed");
+  if (!pb) tiers_error(L, "kvbm.tiers: a tier planner expected");
+  if (!pb->t) tiers_error(L, "kvbm.tiers: the planner is closed");
   for (int i = 0; i < KVBM_MAX_TIERS; i++)
-    if (pb->mb[i] && !pb->mb[i]->m) luaL_error(L, "kvbm.tiers: manager %s was closed", tier_names[i]);
+    if (pb->mb[i] && !pb->mb[i]->m) tiers_error(L, "kvbm.tiers: manager %s was closed", tier_names[i]);
   return pb;
 }
 
@@ -94,12 +134,41 @@ typedef struct {
   int paused;
 } PlanCall;
 
-static void call_begin(lua_State *L, PlannerBox *pb, int pidx, PlanCall *pc) {
-  RegistryBox *rb = pb->mb[0]->reg;
-  lkvbm_enter(L, rb);
-  if (pb->in_call) luaL_error(L, "kvbm.tiers: re-entrant call to the planner from its own tier or eviction policy");
+/* lkvbm_enter and lkvbm_enter_evict of the planner's managers (run
+ * protected by enter, below). */
+static int enter_checks(lua_State *L) {
+  PlannerBox *pb = lua_touserdata(L, 1);
+  lkvbm_enter(L, pb->mb[0]->reg);
   for (int i = 0; i < KVBM_MAX_TIERS; i++)
     if (pb->mb[i]) lkvbm_enter_evict(L, pb->mb[i]);
+  return 0;
+}
+
+/* The binding's re-entry checks for a planner call; a refusal is raised at
+ * the user's call (when one of the checks is known to refuse, they run
+ * protected, their message without a position; then they run as usual). */
+static void enter(lua_State *L, PlannerBox *pb) {
+  int refuse = pb->mb[0]->reg->busy;
+  for (int i = 0; i < KVBM_MAX_TIERS; i++) refuse |= pb->mb[i] && pb->mb[i]->in_policy;
+  if (refuse) {
+    lua_pushcfunction(L, enter_checks);
+    lua_pushlightuserdata(L, pb);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      user_where(L);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+      lua_error(L);
+    }
+  }
+  lkvbm_enter(L, pb->mb[0]->reg);
+  for (int i = 0; i < KVBM_MAX_TIERS; i++)
+    if (pb->mb[i]) lkvbm_enter_evict(L, pb->mb[i]);
+}
+
+static void call_begin(lua_State *L, PlannerBox *pb, int pidx, PlanCall *pc) {
+  RegistryBox *rb = pb->mb[0]->reg;
+  enter(L, pb);
+  if (pb->in_call) tiers_error(L, "kvbm.tiers: re-entrant call to the planner from its own tier or eviction policy");
   pidx = lua_absindex(L, pidx);
   lua_getiuservalue(L, pidx, UV_HOOKS);
   pb->hidx = lua_gettop(L);
@@ -159,7 +228,7 @@ static int answer(PlannerBox *pb, int h, int idx, int *dst) {
   *dst = name ? tier_of(pb, name) : KVBM_NO_TIER;
   if (*dst != KVBM_NO_TIER) return 0;
   idx = lua_absindex(L, idx);
-  luaL_where(L, 1);
+  user_where(L);
   const char *what = luaL_tolstring(L, idx, NULL);
   lua_pushfstring(L, "tier policy %s returned %s, which is not a tier of this planner", hook_names[h], what);
   lua_remove(L, -2);
@@ -297,7 +366,7 @@ static void pushplan(lua_State *L, int pidx, PlannerBox *pb, kvbm_plan p) {
  * call, no lookup. */
 static PlannerBox *ctx_planner(lua_State *L) {
   PlannerBox *pb = lua_touserdata(L, lua_upvalueindex(1));
-  if (!pb->t) luaL_error(L, "kvbm.tiers: the planner is closed");
+  if (!pb->t) tiers_error(L, "kvbm.tiers: the planner is closed");
   return pb;
 }
 
@@ -351,7 +420,7 @@ static int planner_new(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   int pt = lua_type(L, 3);
   if (pt != LUA_TNONE && pt != LUA_TNIL && pt != LUA_TTABLE && pt != LUA_TSTRING)
-    return luaL_error(L, "kvbm.tiers: policy must be a table of hooks or the name of a built-in rule, got %s",
+    return tiers_error(L, "kvbm.tiers: policy must be a table of hooks or the name of a built-in rule, got %s",
                       luaL_typename(L, 3));
   PlannerBox *pb = lua_newuserdatauv(L, sizeof *pb, UV_COUNT);
   memset(pb, 0, sizeof *pb);
@@ -452,7 +521,7 @@ static void sync_waiting(lua_State *L, int pidx) {
 static int planner_admit(lua_State *L) {
   PlannerBox *pb = checkplanner(L, 1);
   kvbm_sequence *s = lkvbm_tosequence(L, 2);
-  if (!s) return luaL_error(L, "kvbm.tiers: admit needs a kvbm.sequence");
+  if (!s) return tiers_error(L, "kvbm.tiers: admit needs a kvbm.sequence");
   luaL_checktype(L, 3, LUA_TTABLE);
   pushplannerbox(L, 1);
   int pidx = lua_gettop(L);
@@ -489,6 +558,14 @@ static int planner_admit(lua_State *L) {
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, ridx, "onboard");
+  /* the blocks found cached: G1 hits, and those copied up from below */
+  size_t found = kvbm_tiers_request_matched(rq->r);
+  for (size_t i = 0; i < n; i++) {
+    kvbm_plan_info info;
+    if (kvbm_tiers_plan_info(pb->t, ps[i], &info) == 0) found += info.ncopies;
+  }
+  lua_pushinteger(L, (lua_Integer)found);
+  lua_setfield(L, ridx, "_prefix");
   if (waiting > 0) {
     lua_getiuservalue(L, pidx, UV_WAITING);
     lua_pushvalue(L, ridx);
@@ -511,7 +588,7 @@ static int planner_complete(lua_State *L) {
   int ok = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
   kvbm_plan_info info;
   if (p == KVBM_NO_BLOCK || kvbm_tiers_plan_info(pb->t, p, &info) < 0)
-    return luaL_error(L, "kvbm.tiers: unknown or already completed plan");
+    return tiers_error(L, "kvbm.tiers: unknown or already completed plan");
   pushplannerbox(L, 1);
   int pidx = lua_gettop(L);
   PlanCall pc;
@@ -627,19 +704,27 @@ static RequestBox *checkrequest(lua_State *L, int idx, PlannerBox **pbp) {
   luaL_checktype(L, idx, LUA_TTABLE);
   lua_getfield(L, idx, "_r");
   RequestBox *rq = luaL_testudata(L, -1, REQUEST_MT);
-  if (!rq) luaL_error(L, "kvbm.tiers: a request of kvbm.tiers expected");
+  if (!rq) tiers_error(L, "kvbm.tiers: a request of kvbm.tiers expected");
   lua_getiuservalue(L, -1, 1);
   lua_remove(L, -2);
   *pbp = checkplanner(L, -1);
-  if (!rq->r) luaL_error(L, "kvbm.tiers: not an admitted request");
+  if (!rq->r) tiers_error(L, "kvbm.tiers: not an admitted request");
   return rq;
 }
 
+/* rs:commit() (RequestSequence.commit is this function). */
 static int request_commit(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_getfield(L, 1, "_r") != LUA_TUSERDATA) { /* false: not admitted now */
+    int was = lua_getfield(L, 1, "tiers") == LUA_TTABLE;
+    return tiers_error(L, was ? "commit after release: the request's admission ended (admit it again)"
+                              : "commit: the request was not admitted through kvbm.tiers");
+  }
+  lua_pop(L, 1);
   PlannerBox *pb;
   RequestBox *rq = checkrequest(L, 1, &pb);
   if (kvbm_tiers_request_waiting(rq->r) > 0)
-    return luaL_error(L, "kvbm.tiers: commit before the request's onboard plans completed");
+    return tiers_error(L, "kvbm.tiers: commit before the request's onboard plans completed");
   PlanCall pc;
   call_begin(L, pb, -1, &pc);
   int rc = kvbm_tiers_commit(pb->t, rq->r);
@@ -668,17 +753,19 @@ static int request_release(lua_State *L) {
 static BlockBox *g1_guard(lua_State *L, PlannerBox *pb, int list, lua_Integer i, const char *mt) {
   lua_rawgeti(L, list, i);
   BlockBox *bb = lkvbm_testudata(L, -1, mt);
-  if (!bb) luaL_error(L, "kvbm.tiers: %s expected at index %d, got %s", mt, (int)i, lkvbm_kind(L, -1));
+  if (!bb) tiers_error(L, "kvbm.tiers: %s expected at index %d, got %s", mt, (int)i, lkvbm_kind(L, -1));
   lua_pop(L, 1);
-  if (bb->live && bb->mb != pb->mb[0]) luaL_error(L, "kvbm.tiers: block %d is not a block of G1", (int)i);
+  if (bb->live && bb->mb != pb->mb[0]) tiers_error(L, "kvbm.tiers: block %d is not a block of G1", (int)i);
   return bb;
 }
 
-/* core.take(rs): the request's G1 blocks as a list of ImmutableBlock
- * guards, by position; the planner's request holds none afterwards. */
+/* core.take(rs, method): the request's G1 blocks as a list of
+ * ImmutableBlock guards, by position; the planner's request holds none
+ * afterwards. method names the user's call in the error before the commit. */
 static int request_take(lua_State *L) {
   PlannerBox *pb;
   RequestBox *rq = checkrequest(L, 1, &pb);
+  const char *method = luaL_optstring(L, 2, "take");
   size_t n = kvbm_tiers_request_blocks(rq->r);
   ManagerBox *g1 = pb->mb[0];
   kvbm_block *b = lua_newuserdatauv(L, (n ? n : 1) * sizeof *b, 0);
@@ -697,8 +784,8 @@ static int request_take(lua_State *L) {
     }
   lkvbm_manager_unpin(L, g1);
   if (rc == KVBM_ESTATE)
-    return luaL_error(L, "kvbm.tiers: the request's blocks are not all in G1 yet (commit it once its onboard "
-                         "plans are complete)");
+    return tiers_error(L, "%s: the request's blocks are not all in G1 yet (commit it once its onboard plans "
+                          "are complete)", method);
   if (rc < 0) return lkvbm_pusherror(L, rc);
   return 1;
 }
@@ -712,11 +799,11 @@ static int planner_register(lua_State *L) {
   PlannerBox *pb = checkplanner(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   kvbm_sequence *s = lkvbm_tosequence(L, 3);
-  if (!s) return luaL_error(L, "kvbm.tiers: register needs a kvbm.sequence");
+  if (!s) return tiers_error(L, "kvbm.tiers: register needs a kvbm.sequence");
   lua_Integer first = luaL_checkinteger(L, 4);
   size_t n = lua_rawlen(L, 2);
   if (first < 0 || (size_t)first + n > kvbm_sequence_blocks(s) || (size_t)first + n > UINT32_MAX)
-    return luaL_error(L, "kvbm.tiers: blocks %d..%d are not full blocks of the sequence", (int)first,
+    return tiers_error(L, "kvbm.tiers: blocks %d..%d are not full blocks of the sequence", (int)first,
                       (int)(first + (lua_Integer)n) - 1);
   ManagerBox *g1 = pb->mb[0];
   size_t m = n ? n : 1;
@@ -727,7 +814,7 @@ static int planner_register(lua_State *L) {
   int t = 5;
   for (size_t i = 0; i < n; i++) {
     from[i] = g1_guard(L, pb, 2, (lua_Integer)i + 1, LKVBM_COMPLETE_MT);
-    if (!from[i]->live) return luaL_error(L, "kvbm.tiers: block %d is released or consumed", (int)i + 1);
+    if (!from[i]->live) return tiers_error(L, "kvbm.tiers: block %d is released or consumed", (int)i + 1);
     in[i] = from[i]->b;
     pos[i] = (uint32_t)first + (uint32_t)i;
     to[i] = lkvbm_pushblock(L, g1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
@@ -750,7 +837,7 @@ static int planner_register(lua_State *L) {
       lua_rawseti(L, t, (lua_Integer)i + 1);
     }
   call_end(L, pb, &pc);
-  if (rc == KVBM_EINVAL && !done) return luaL_error(L, "kvbm.tiers: the same CompleteBlock is listed twice");
+  if (rc == KVBM_EINVAL && !done) return tiers_error(L, "kvbm.tiers: the same CompleteBlock is listed twice");
   if (rc < 0) return lkvbm_pusherror(L, rc);
   lua_settop(L, t);
   return 1;
