@@ -167,8 +167,8 @@ static void enter(lua_State *L, PlannerBox *pb) {
 
 static void call_begin(lua_State *L, PlannerBox *pb, int pidx, PlanCall *pc) {
   RegistryBox *rb = pb->mb[0]->reg;
-  enter(L, pb);
   if (pb->in_call) tiers_error(L, "kvbm.tiers: re-entrant call to the planner from its own tier or eviction policy");
+  enter(L, pb);
   pidx = lua_absindex(L, pidx);
   lua_getiuservalue(L, pidx, UV_HOOKS);
   pb->hidx = lua_gettop(L);
@@ -752,7 +752,7 @@ static int request_release(lua_State *L) {
 /* Element i of the list at index list: a guard of type mt, of G1 when live. */
 static BlockBox *g1_guard(lua_State *L, PlannerBox *pb, int list, lua_Integer i, const char *mt) {
   lua_rawgeti(L, list, i);
-  BlockBox *bb = lkvbm_testudata(L, -1, mt);
+  BlockBox *bb = lkvbm_testguard(L, -1, mt); /* live, or released (retired) */
   if (!bb) tiers_error(L, "kvbm.tiers: %s expected at index %d, got %s", mt, (int)i, lkvbm_kind(L, -1));
   lua_pop(L, 1);
   if (bb->live && bb->mb != pb->mb[0]) tiers_error(L, "kvbm.tiers: block %d is not a block of G1", (int)i);
