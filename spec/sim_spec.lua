@@ -191,6 +191,73 @@ describe("kvbm sim hook tables", function()
     os.remove(p)
   end)
 
+  -- 24 requests of 4 blocks (block size 4), request i's prompt first_token(i)..+15
+  local function cycling_trace(first_token)
+    local out = {}
+    for i = 0, 23 do out[#out + 1] = line(i, helpers.range(16, first_token(i))) end
+    return write(table.concat(out))
+  end
+  -- three prompts in turn: G1 of 8 blocks (two prompts) misses every time, G2 hits
+  local function three(i) return 1 + 100 * (i % 3) end
+  -- one prompt every other request, fresh ones in between: LRU keeps the hot one
+  local function hot(i) return i % 2 == 0 and 1 or 1000 + 100 * i end
+
+  it("takes the batch tier hooks in both modes: the same counts as their per-block twins", function()
+    local examples = helpers.srcdir() .. "/scripts/examples/"
+    local t = cycling_trace(three)
+    for _, mode in ipairs { "replay", "timed" } do
+      local args = q(t) .. " --mode " .. mode .. " --g1 8 --g2 16 --block-size 4 --window 1 --policy "
+      local one = sim_json(args .. q(examples .. "offload_on_release.lua"))
+      local batch = sim_json(args .. q(examples .. "offload_on_release_batch.lua"))
+      assert.is_true(one.offloads > 0 and one.onboards > 0, mode)
+      for _, k in ipairs { "hits", "blocks", "onboards", "offloads", "offloads_skipped" } do
+        assert.are.equal(one[k], batch[k], mode .. " " .. k)
+      end
+      -- write-through at registration: per block and in one call
+      local p1 = script("return { on_register = function() return 'G2' end }")
+      local pb = script("return { on_register_batch = function(ctx, hs) local o = {} "
+        .. "for i = 1, #hs do o[i] = 'G2' end return o end }")
+      local r1, rb = sim_json(args .. q(p1)), sim_json(args .. q(pb))
+      assert.is_true(r1.offloads > 0, mode)
+      for _, k in ipairs { "hits", "onboards", "offloads", "offloads_skipped" } do
+        assert.are.equal(r1[k], rb[k], mode .. " " .. k)
+      end
+      os.remove(p1)
+      os.remove(pb)
+    end
+    -- bad answers: exit status 2, naming the hook and what it returned
+    for _, case in ipairs {
+      { "return { on_inactive_batch = function() return 'G2' end }", "tier hook on_inactive_batch returned a string, not a list of tiers" },
+      { "return { on_inactive_batch = function() return { 'G3' } end }", "tier hook on_inactive_batch returned G3, which is not a tier of this run" },
+      { "return { on_register_batch = function() return { 'G7' } end }", "tier hook on_register_batch returned G7, which is not a tier of this run" },
+      { "return { on_inactive = function() return 'G3' end }", "tier hook on_inactive returned G3, which is not a tier of this run" },
+    } do
+      local p = script(case[1])
+      for _, mode in ipairs { "replay", "timed" } do
+        user_error(q(t) .. " --quiet --g1 8 --g2 16 --block-size 4 --window 1 --mode " .. mode .. " --policy " .. q(p), case[2])
+      end
+      os.remove(p)
+    end
+    os.remove(t)
+  end)
+
+  it("takes an eviction backend script with on_events", function()
+    local p = script("local order = {}\nreturn {\n"
+      .. "  on_events = function(evs) for _, e in ipairs(evs) do\n"
+      .. "    if e.kind == 'insert' then order[#order + 1] = e.id\n"
+      .. "    elseif e.kind == 'remove' then for i = #order, 1, -1 do if order[i] == e.id then table.remove(order, i) end end end\n"
+      .. "  end end,\n"
+      .. "  victims = function(n) local v = {} for i = 1, n do v[i] = table.remove(order, 1) end return v end,\n}\n")
+    local t = cycling_trace(hot)
+    local args = q(t) .. " --mode replay --g1 8 --g2 0 --block-size 4 --window 1"
+    local lua_run, lru_run = sim_json(args .. " --g1-backend " .. q(p)), sim_json(args .. " --g1-backend lru")
+    assert.is_true(lru_run.tiers.G1.evictions > 0 and lru_run.hits > 0)
+    assert.are.equal(lru_run.hits, lua_run.hits)
+    assert.are.equal(lru_run.tiers.G1.evictions, lua_run.tiers.G1.evictions)
+    os.remove(p)
+    os.remove(t)
+  end)
+
   it("a raising hook aborts with exit status 2 naming the hook and the script's line", function()
     local p = script("return {\n  on_inactive = function()\n    error('boom')\n  end,\n}\n")
     for _, mode in ipairs { "replay", "timed" } do

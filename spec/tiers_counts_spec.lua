@@ -88,15 +88,7 @@ end
 local examples = helpers.srcdir() .. "/scripts/examples/"
 
 -- offload_on_release.lua's rule as one batch hook per release
-local release_batch = {
-  on_inactive_batch = function(ctx, hs, _, tier)
-    local below, out = ({ G1 = "G2", G2 = "G3" })[tier], {}
-    for i, h in ipairs(hs) do
-      if below and ctx:manager(below) and not ctx:present(h, below) then out[i] = below end
-    end
-    return out
-  end,
-}
+local release_batch = dofile(examples .. "offload_on_release_batch.lua")
 
 local run1 = { G1 = { 3758, 3800, 3896, 96 }, G2 = { 568, 3170, 3426, 256 },
   blocks = 8097, digest = 413316416, failed = 0, offloads = 3426, onboards = 568, plans = 457, rejected = 20,

@@ -16,8 +16,8 @@ local timed = require "kvbm.sim.timed"
 local timing = require "kvbm.sim.timing"
 local optimal = require "kvbm.sim.optimal"
 
-local tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable =
-  tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable
+local tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable, select =
+  tostring, ipairs, pairs, error, pcall, type, assert, require, next, setmetatable, select
 local format, concat, pack, rep = string.format, table.concat, string.pack, string.rep
 local clock, stderr, stdout, open, execute = os.clock, io.stderr, io.stdout, io.open, os.execute
 local random, randomseed, floor, max, min = math.random, math.randomseed, math.floor, math.max, math.min
@@ -76,6 +76,7 @@ local function load_trace(o, progress)
     reqs[i] = { id = t:id(i), salt = t:salt(i), n = t:n_tokens(i), tokens = t:tokens(i),
       timestamp_ms = t:timestamp(i), output_length = t:output_length(i) }
   end
+  reqs.trace = t -- the replay hashes each request straight from it (t:sequence)
   return reqs, t:format()
 end
 
@@ -203,12 +204,30 @@ end
 
 -- The tier policy with each hook guarded: a raising hook aborts the run
 -- naming the hook (its message carries the script's file and line).
-local function guarded(policy)
+-- The tier a hook returned must be one of this run's (tiers: name -> true).
+local function check_tier(k, dst, tiers)
+  if dst ~= nil and not tiers[dst] then
+    fail("tier hook " .. k .. " returned " .. tostring(dst) .. ", which is not a tier of this run")
+  end
+end
+
+-- The tier policy with each hook guarded: a raising hook aborts the run
+-- naming the hook (its message carries the script's file and line), and so
+-- does an answer that is not a tier of this run (or, from a batch hook, not
+-- a list of them).
+local function guarded(policy, tiers)
   local out = {}
   for k, f in pairs(policy) do
     out[k] = type(f) ~= "function" and f or function(...)
       local ok, a = pcall(f, ...)
       if not ok then fail("tier hook " .. k .. " raised: " .. tostring(a)) end
+      if k == "on_register" or k == "on_inactive" then
+        check_tier(k, a, tiers)
+      elseif k:sub(-6) == "_batch" and a ~= nil then
+        if type(a) ~= "table" then fail("tier hook " .. k .. " returned a " .. type(a) .. ", not a list of tiers") end
+        local hashes = select(2, ...)
+        for i = 1, #hashes do check_tier(k, a[i], tiers) end
+      end
       return a
     end
   end
@@ -221,15 +240,18 @@ local function run_replay(o, requests, wall, events)
   -- the default rule runs as the planner's built-in rule (in C, no Lua call
   -- per block), which needs no frequency tracker unless multi_lru reads it
   local builtin = not o.policy
+  local wants_frequency = not builtin -- a hook may ask ctx:frequency(h)
+  for _, b in pairs(o.backends) do wants_frequency = wants_frequency or b == "multi_lru" or type(b) == "table" end
   local t = assert(kvbm.tiers{ block_size = o.block_size, events = events.ev,
-    policy = builtin and "offload_on_release" or guarded(o.policy_table),
-    frequency = (builtin and o.g1_backend ~= "multi_lru") and false or nil,
+    policy = builtin and "offload_on_release" or guarded(o.policy_table,
+      { G1 = true, G2 = o.g2 > 0 or nil, G3 = o.g3 > 0 or nil }),
+    frequency = wants_frequency and "medium" or false,
     G1 = { blocks = o.g1, backend = o.backends.G1 }, G2 = o.g2 > 0 and { blocks = o.g2, backend = o.backends.G2 } or nil,
     G3 = o.g3 > 0 and { blocks = o.g3, backend = o.backends.G3 } or nil })
   local series = { x = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } }
   local every = max(1, #requests // 1000)
   local window, head, count = {}, 1, 0
-  local bs, prog = o.block_size, progress(o, wall)
+  local bs, prog, trace = o.block_size, progress(o, wall), requests.trace
   local t0, c0 = wall(), clock()
   local done = 0
   local partial = interruptible(function()
@@ -239,7 +261,8 @@ local function run_replay(o, requests, wall, events)
         window[head] = nil
         head, count = head % o.window + 1, count - 1
       end
-      local seq = kvbm.sequence(req.tokens, bs, req.salt) -- the partial tail is never hashed
+      -- (the partial tail is never hashed)
+      local seq = trace and trace:sequence(i, bs) or kvbm.sequence(req.tokens, bs, req.salt)
       -- r: a kvbm.request RequestSequence whose blocks stay with the planner
       -- (admitted, committed, released: no guard is ever made)
       local r = t:admit(seq)

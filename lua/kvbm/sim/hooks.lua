@@ -10,9 +10,11 @@ local M = {}
 
 -- kind -> the hooks a table of that kind may hold ("name" labels reports).
 M.KINDS = {
-  tier = { what = "tier policy", hooks = { "on_register", "on_inactive", "onboard" } },
+  tier = { what = "tier policy", hooks = { "on_register", "on_inactive", "onboard", "on_register_batch",
+    "on_inactive_batch" } },
   scheduler = { what = "scheduler", hooks = { "pick_waiting", "pick_preempt" } },
-  eviction = { what = "eviction policy", hooks = { "on_insert", "on_remove", "victims" }, required = "victims" },
+  eviction = { what = "eviction policy", hooks = { "on_insert", "on_remove", "on_events", "victims" },
+    required = "victims" },
 }
 
 local function fail(msg) error({ sim_error = true, msg = msg }, 0) end

@@ -71,32 +71,53 @@ end
 -- on_inactive; copy the chosen ones down (holding the sources meanwhile).
 local BELOW = { G1 = "G2", G2 = "G3" }
 
+--- True when policy p wants to hear of blocks going inactive.
+function M.wants_inactive(p) return p.on_inactive ~= nil or p.on_inactive_batch ~= nil end
+
+-- The destinations a tier hook chose for hashes (its batch twin first: one
+-- call for all), grouped by destination: { [dst] = { hs = {...}, pos = {...} } }.
+local function choose(e, name, hashes, positions, ...)
+  local batch, hook, ctx, by_dst = e.policy[name .. "_batch"], e.policy[name], e.ctx, {}
+  local function add(dst, h, p)
+    local l = by_dst[dst]
+    if not l then l = { hs = {}, pos = {} }; by_dst[dst] = l end
+    l.hs[#l.hs + 1], l.pos[#l.pos + 1] = h, p
+  end
+  local label = batch and name .. "_batch" or name
+  local ok, err = pcall(function(...)
+    if batch then
+      local got = batch(ctx, hashes, positions, ...)
+      if got == nil then return end
+      if type(got) ~= "table" then return "a " .. type(got) .. ", not a list of tiers" end
+      for i = 1, #hashes do
+        if got[i] ~= nil then add(got[i], hashes[i], positions[i]) end
+      end
+    else
+      for i, h in ipairs(hashes) do
+        local dst = hook(ctx, h, positions[i], ...)
+        if dst ~= nil then add(dst, h, positions[i]) end
+      end
+    end
+  end, ...)
+  if not ok then sim_error("tier hook " .. label .. " raised: " .. tostring(err)) end
+  if err then sim_error("tier hook " .. label .. " returned " .. err) end
+  for dst in pairs(by_dst) do
+    if not e.managers[dst] then sim_error("tier hook " .. label .. " returned " .. tostring(dst) .. ", which is not a tier of this run") end
+  end
+  return by_dst
+end
+
 function M.inactive(e, tier, hashes, positions)
-  local hook = e.policy.on_inactive
-  if not hook or #hashes == 0 then return end
+  if not M.wants_inactive(e.policy) or #hashes == 0 then return end
   if e.policy.offload_below then -- the default rule, without a call per block
     local dst = BELOW[tier]
     while dst and not e.managers[dst] do dst = BELOW[dst] end
     if dst then M.offload(e, tier, dst, hashes, positions) end
     return
   end
-  local by_dst, ctx = {}, e.ctx
-  local ok, err = pcall(function()
-    for i, h in ipairs(hashes) do
-      local dst = hook(ctx, h, positions[i], tier)
-      if dst ~= nil and dst ~= tier then
-        local l = by_dst[dst]
-        if not l then l = { hs = {}, pos = {} }; by_dst[dst] = l end
-        l.hs[#l.hs + 1], l.pos[#l.pos + 1] = h, positions[i]
-      end
-    end
-  end)
-  if not ok then sim_error("tier hook on_inactive raised: " .. tostring(err)) end
-  for dst in pairs(by_dst) do
-    if not e.managers[dst] then sim_error("tier hook on_inactive returned " .. tostring(dst) .. ", which is not a tier of this run") end
-  end
+  local by_dst = choose(e, "on_inactive", hashes, positions, tier)
   for _, dst in ipairs(TIERS) do
-    if by_dst[dst] then M.offload(e, tier, dst, by_dst[dst].hs, by_dst[dst].pos) end
+    if by_dst[dst] and dst ~= tier then M.offload(e, tier, dst, by_dst[dst].hs, by_dst[dst].pos) end
   end
 end
 
@@ -139,7 +160,7 @@ local function finish_offload(e, c)
   for _, h in ipairs(c.hashes) do planned[h] = nil end
   local ib = e.managers[c.dst]:register_set(c.targets, c.hashes, 0)
   e.stats.offloads = e.stats.offloads + #c.hashes
-  local collect = e.policy.on_inactive ~= nil
+  local collect = M.wants_inactive(e.policy)
   local sh, si = c.sources[1]:release("forward", collect)
   local dh, di = ib:release("forward", collect)
   if collect then
@@ -212,7 +233,7 @@ end
 
 local function release_held(e, r)
   if r.held then
-    local hs, idx = r.held:release("reverse", e.lower ~= nil and e.policy.on_inactive ~= nil)
+    local hs, idx = r.held:release("reverse", e.lower ~= nil and M.wants_inactive(e.policy))
     if hs then
       for i = 1, #idx do idx[i] = idx[i] - 1 end -- set index -> block position
       M.inactive(e, "G1", hs, idx)
@@ -324,7 +345,7 @@ end
 -- KV) and the request can be scheduled again.
 function Engine:finish_onboard(c)
   local r = c.request
-  local collect = self.policy.on_inactive ~= nil
+  local collect = M.wants_inactive(self.policy)
   for k, s in ipairs(c.sources) do
     local hs, idx = s:release("forward", collect)
     if collect then M.inactive(self, c.tiers[k], hs, positions_of(c.pos[k], idx)) end
@@ -453,20 +474,13 @@ function Engine:register(r, set)
   local first = r.held and #r.held or 0
   if not r.seq then r.seq = kvbm.sequence(sub(all_tokens(r), 1, ((r.n + r.out_len - 1) // self.bs) * self.bs * 4), self.bs, r.salt) end
   local ib = self.g1:register_set(set, r.seq, first)
-  local hook = self.policy.on_register
-  if hook then
-    local by = {}
-    for i = 1, #ib do
-      local h = ib:hash(i)
-      local dst = call_hook("tier", "on_register", hook, self.ctx, h, first + i - 1)
-      if dst and dst ~= "G1" then
-        if not self.managers[dst] then sim_error("tier hook on_register returned " .. tostring(dst) .. ", which is not a tier of this run") end
-        by[dst] = by[dst] or { {}, {} }
-        local l = by[dst]
-        l[1][#l[1] + 1], l[2][#l[2] + 1] = h, first + i - 1
-      end
+  if (self.policy.on_register or self.policy.on_register_batch) and #ib > 0 then
+    local hs, ps = {}, {}
+    for i = 1, #ib do hs[i], ps[i] = ib:hash(i), first + i - 1 end
+    local by = choose(self, "on_register", hs, ps)
+    for _, dst in ipairs(TIERS) do
+      if by[dst] and dst ~= "G1" then M.offload(self, "G1", dst, by[dst].hs, by[dst].pos) end
     end
-    for _, dst in ipairs(TIERS) do if by[dst] then M.offload(self, "G1", dst, by[dst][1], by[dst][2]) end end
   end
   if r.held then r.held:append(ib) else r.held = ib end
 end
