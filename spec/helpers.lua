@@ -79,6 +79,14 @@ function M.tool(env, fallback)
   return v
 end
 
+--- Asserts that every tier of planner t has all its blocks back (none held).
+function M.assert_tiers_idle(t)
+  for _, name in ipairs(t.names) do
+    local m = t:manager(name)
+    assert.are.equal(m:total(), m:available(), name .. " got every block back")
+  end
+end
+
 function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 return M

@@ -674,6 +674,17 @@ describe("Lua eviction policies", function()
         return m, reg, hs, keep, mbs, evicted, message, ctx
       end
 
+      --- Lets go of everything run() left held; the whole pool is usable again.
+      local function release_and_reuse(m, ctx, mbs, keep)
+        ctx.handle:release()
+        ctx.weak:release()
+        release_all(mbs)
+        keep:release()
+        assert.are.equal(5, m:available())
+        assert.is_not_nil(m:allocate(5))
+        check(m)
+      end
+
       for _, name in ipairs(sorted(REFUSED)) do
         it(name .. " raises a re-entrancy error naming the manager, counted as a policy error", function()
           local m, reg, hs, keep, mbs, evicted, message, ctx = run(REFUSED[name])
@@ -688,13 +699,7 @@ describe("Lua eviction policies", function()
           assert.are.equal(1, keep:use_count())
           assert.is_true(reg:present(hs[5], m))
           assert.are.equal(2, m:inactive())
-          ctx.handle:release()
-          ctx.weak:release()
-          release_all(mbs)
-          keep:release()
-          assert.are.equal(5, m:available())
-          assert.is_not_nil(m:allocate(5))
-          check(m)
+          release_and_reuse(m, ctx, mbs, keep)
         end)
       end
 
@@ -706,14 +711,8 @@ describe("Lua eviction policies", function()
           assert.are.same(pick(hs, { 1, 2 }), evicted)
           assert.are.equal(2, #mbs)
           check(m)
-          ctx.handle:release()
-          ctx.weak:release()
-          release_all(mbs)
-          keep:release()
-          assert.are.equal(5, m:available())
-          assert.is_not_nil(m:allocate(5))
+          release_and_reuse(m, ctx, mbs, keep)
           assert.are.equal(0, m:metrics().policy_errors, tostring((select(2, m:policy_errors()))))
-          check(m)
         end)
       end
 

@@ -356,10 +356,7 @@ describe("kvbm.tiers and kvbm.request: bad input", function()
       end
       for _, rs in ipairs(live) do rs:release() end
       t:complete_all()
-      for _, name in ipairs(t.names) do
-        local m = t:manager(name)
-        assert.are.equal(m:total(), m:available(), name .. " got every block back")
-      end
+      helpers.assert_tiers_idle(t)
       t:close()
     end)
   end)

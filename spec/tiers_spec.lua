@@ -261,10 +261,7 @@ describe("kvbm.tiers", function()
       end
       for _, r in ipairs(live) do r:release() end
       t:complete_all()
-      for _, name in ipairs(t.names) do
-        local m = t:manager(name)
-        assert.are.equal(m:total(), m:available(), name .. " got every block back")
-      end
+      helpers.assert_tiers_idle(t)
       t:close()
     end)
   end)
