@@ -8,7 +8,9 @@
  * needs no header: it comes from its size class's free list, carved from
  * slabs that live until the state is closed. Sanitizer builds and runs
  * under valgrind use the C library only, so that every block stays checked. */
+#ifdef HAVE_CONFIG_H
 #include <config.h>
+#endif
 
 #include "pool_alloc.h"
 
@@ -27,7 +29,7 @@
 #endif
 
 #define POOL_QUANTUM 16
-#define POOL_SLAB (64 * 1024)
+#define POOL_SLAB ((size_t)64 * 1024)
 
 typedef struct slab {
   struct slab *next;
@@ -41,7 +43,7 @@ static int small(const kvbm_pool *p, size_t size) { return !p->off && size > 0 &
 static void *take(kvbm_pool *p, size_t c) {
   void *b = p->free[c - 1];
   if (b) {
-    memcpy(&p->free[c - 1], b, sizeof b);
+    memcpy(&p->free[c - 1], b, sizeof p->free[c - 1]); /* the link kept in a free block */
 #if defined(__GNUC__)
     /* the freed blocks are cold by the time they are reused: fetch the
      * next one's link now, so that the next take of this size does not wait */
@@ -65,7 +67,7 @@ static void *take(kvbm_pool *p, size_t c) {
 }
 
 static void give(kvbm_pool *p, void *b, size_t c) {
-  memcpy(b, &p->free[c - 1], sizeof b);
+  memcpy(b, &p->free[c - 1], sizeof p->free[c - 1]);
   p->free[c - 1] = b;
 }
 

@@ -7,6 +7,7 @@
  * planner box), so that tiers.lua can install them as methods and errors
  * name the user's call. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lkvbm.h"
@@ -75,15 +76,17 @@ static void user_where(lua_State *L) {
   lua_pushliteral(L, "");
 }
 
-/* luaL_error, positioned at the user's call (see user_where). */
-static int tiers_error(lua_State *L, const char *fmt, ...) {
+/* luaL_error, positioned at the user's call (see user_where). It never
+ * returns (lua_error longjmps; lua.h does not say so, hence the marker). */
+static _Noreturn int tiers_error(lua_State *L, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   user_where(L);
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
   lua_concat(L, 2);
-  return lua_error(L);
+  lua_error(L);
+  abort(); /* not reached */
 }
 
 static int tier_of(const PlannerBox *pb, const char *name) {
@@ -769,7 +772,7 @@ static int request_take(lua_State *L) {
   size_t n = kvbm_tiers_request_blocks(rq->r);
   ManagerBox *g1 = pb->mb[0];
   kvbm_block *b = lua_newuserdatauv(L, (n ? n : 1) * sizeof *b, 0);
-  BlockBox **to = lua_newuserdatauv(L, (n ? n : 1) * sizeof *to, 0);
+  BlockBox **to = lua_newuserdatauv(L, (n ? n : 1) * sizeof(BlockBox *), 0);
   lua_createtable(L, (int)n, 0); /* the guards exist before the planner hands anything over */
   for (size_t i = 0; i < n; i++) {
     to[i] = lkvbm_pushblock(L, g1, LKVBM_IMMUTABLE_MT, KVBM_NO_BLOCK);
@@ -809,7 +812,7 @@ static int planner_register(lua_State *L) {
   size_t m = n ? n : 1;
   kvbm_block *in = lua_newuserdatauv(L, m * 2 * sizeof *in, 0), *out = in + m;
   uint32_t *pos = lua_newuserdatauv(L, m * sizeof *pos, 0);
-  BlockBox **from = lua_newuserdatauv(L, m * 2 * sizeof *from, 0), **to = from + m;
+  BlockBox **from = lua_newuserdatauv(L, m * 2 * sizeof(BlockBox *), 0), **to = from + m;
   luaL_checktype(L, 5, LUA_TTABLE);
   int t = 5;
   for (size_t i = 0; i < n; i++) {
@@ -857,7 +860,7 @@ static int planner_let_go(lua_State *L) {
   kvbm_hash *h = lua_newuserdatauv(L, m * sizeof *h, 0);
   kvbm_block *b = lua_newuserdatauv(L, m * sizeof *b, 0);
   uint32_t *pos = lua_newuserdatauv(L, m * sizeof *pos, 0);
-  BlockBox **bb = lua_newuserdatauv(L, m * sizeof *bb, 0);
+  BlockBox **bb = lua_newuserdatauv(L, m * sizeof(BlockBox *), 0);
   for (size_t i = 0; i < n; i++) { /* every check before anything is released */
     BlockBox *x = g1_guard(L, pb, 2, (lua_Integer)i + 1, LKVBM_IMMUTABLE_MT);
     if (!x->live) continue;
