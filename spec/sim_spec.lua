@@ -241,6 +241,29 @@ describe("kvbm sim hook tables", function()
     os.remove(t)
   end)
 
+  it("--frequency: no tracker unless something may read it; none with multi_lru is refused", function()
+    local t = cycling_trace(three)
+    local args = q(t) .. " --g1 8 --g2 16 --block-size 4 --window 1"
+    local examples = helpers.srcdir() .. "/scripts/examples/"
+    for _, mode in ipairs { "replay", "timed" } do
+      local m = " --mode " .. mode
+      assert.are.equal("none", sim_json(args .. m).frequency)
+      local hook = args .. m .. " --policy " .. q(examples .. "offload_on_release.lua")
+      local with = sim_json(hook)
+      assert.are.equal("medium", with.frequency) -- a hook may call ctx:frequency(h)
+      assert.are.equal("medium", sim_json(args .. m .. " --g2-backend multi_lru").frequency)
+      -- the example reads no estimate: the same run without a tracker
+      local without = sim_json(hook .. " --frequency none")
+      assert.are.equal("none", without.frequency)
+      for _, k in ipairs { "hits", "onboards", "offloads" } do assert.are.equal(with[k], without[k], mode .. " " .. k) end
+      assert.are.equal("large", sim_json(args .. m .. " --frequency large").frequency)
+      user_error(args .. m .. " --frequency none --g1-backend multi_lru",
+        "--g1-backend multi_lru orders by frequency: it needs a tracker (not --frequency none)")
+    end
+    user_error(args .. " --frequency tiny", "--frequency")
+    os.remove(t)
+  end)
+
   it("takes an eviction backend script with on_events", function()
     local p = script("local order = {}\nreturn {\n"
       .. "  on_events = function(evs) for _, e in ipairs(evs) do\n"

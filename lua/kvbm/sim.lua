@@ -119,14 +119,20 @@ local function prepare(o, fmt)
     fail("--backend optimal: the offline optimum needs --mode replay (it knows the trace's order)")
   end
   o.backends = {}
+  local reads_frequency = o.policy ~= nil or o.scheduler ~= nil -- a hook may call ctx:frequency(h)
   for _, name in ipairs(report.TIERS) do
-    local b = o[name:lower() .. "_backend"]
+    local flag, b = "--" .. name:lower() .. "-backend", o[name:lower() .. "_backend"]
     if b and b:sub(-4) == ".lua" then
-      local flag = "--" .. name:lower() .. "-backend"
       b = hooks.guard_eviction(hooks.load("eviction", b, flag), o.eviction_errors)
     end
+    if b == "multi_lru" and o.frequency == "none" then
+      fail(flag .. " multi_lru orders by frequency: it needs a tracker (not --frequency none)")
+    end
+    reads_frequency = reads_frequency or b == "multi_lru" or type(b) == "table"
     o.backends[name] = b
   end
+  -- no tracker unless something may read it (the C replay keeps none either)
+  o.tracker = o.frequency or (reads_frequency and "medium" or "none")
   return o
 end
 
@@ -240,12 +246,10 @@ local function run_replay(o, requests, wall, events)
   -- the default rule runs as the planner's built-in rule (in C, no Lua call
   -- per block), which needs no frequency tracker unless multi_lru reads it
   local builtin = not o.policy
-  local wants_frequency = not builtin -- a hook may ask ctx:frequency(h)
-  for _, b in pairs(o.backends) do wants_frequency = wants_frequency or b == "multi_lru" or type(b) == "table" end
   local t = assert(kvbm.tiers{ block_size = o.block_size, events = events.ev,
     policy = builtin and "offload_on_release" or guarded(o.policy_table,
       { G1 = true, G2 = o.g2 > 0 or nil, G3 = o.g3 > 0 or nil }),
-    frequency = wants_frequency and "medium" or false,
+    frequency = o.tracker,
     G1 = { blocks = o.g1, backend = o.backends.G1 }, G2 = o.g2 > 0 and { blocks = o.g2, backend = o.backends.G2 } or nil,
     G3 = o.g3 > 0 and { blocks = o.g3, backend = o.backends.G3 } or nil })
   local series = { x = {}, lookups = {}, hits = { G1 = {}, G2 = {}, G3 = {} }, used = { G1 = {}, G2 = {}, G3 = {} } }
@@ -318,7 +322,7 @@ local function run_timed(o, requests, wall, events)
     policy = o.policy_table, scheduler = o.scheduler_table, max_batched_tokens = o.max_batched_tokens,
     max_seqs = o.max_seqs, cache_visibility = o.cache_visibility, arrival_speedup = o.arrival_speedup,
     timing = o.timing_table, kv_bytes_per_token = o.kv_bytes_per_token, bw_g2 = o.bw_g2, bw_g3 = o.bw_g3,
-    events = events.ev }, requests)
+    frequency = o.tracker, events = events.ev }, requests)
   local prog = progress(o, wall)
   local t0, c0 = wall(), clock()
   local partial = interruptible(function()
@@ -378,6 +382,7 @@ function M.run(o, requests, fmt, wall, load_s)
   rep_.load_s = load_s
   rep_.wall_s = load_s + rep_.loop_s
   rep_.trace = o.trace_label
+  rep_.frequency = o.tracker
   return rep_
 end
 

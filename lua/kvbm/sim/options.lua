@@ -16,6 +16,7 @@ M.ALL = "all"
 M.MODES = { "replay", "timed" }
 M.FORMATS = { "jsonl", "text" }
 M.VISIBILITY = { "computed", "finished", "scheduled" }
+M.FREQUENCIES = { "none", "small", "medium", "large" } -- kvbm.registry{ frequency = }
 local U32 = 4294967295
 
 -- kinds: count (integer 0..2^32-1), pos (positive number), text, choice,
@@ -39,6 +40,7 @@ M.LIST = {
   { "--max-seqs", "max_seqs", "count", 256, "timed: running requests at most" },
   { "--arrival-speedup", "arrival_speedup", "pos", 1, "timed: divide the trace's timestamps by X" },
   { "--cache-visibility", "cache_visibility", "choice", "computed", "timed: computed | finished | scheduled (see doc/sim.md)", M.VISIBILITY },
+  { "--frequency", "frequency", "choice", nil, "the registry's frequency tracker: none | small | medium | large (default: medium when a hook, a Lua backend or multi_lru may read estimates, else none)", M.FREQUENCIES },
   { "--timing", "timing", "text", nil, "timed: step-time coefficients (a Lua file returning a table)" },
   { "--kv-bytes-per-token", "kv_bytes_per_token", "pos", 131072, "timed: KV bytes per token (copy sizes, decode reads)" },
   { "--bw-g2", "bw_g2", "pos", 25, "timed: G1<->G2 copy bandwidth, GB/s" },

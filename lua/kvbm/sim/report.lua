@@ -175,7 +175,7 @@ function M.json_object(r)
   local o = { mode = r.mode, requests = r.requests, rejected = r.rejected, block_size = r.block_size, blocks = r.blocks,
     hits = r.hits, hit_rate = r.hit_rate, recomputed = r.recomputed, onboards = r.onboards, offloads = r.offloads,
     offloads_skipped = r.offloads_skipped, wall_s = r.wall_s, load_s = r.load_s, loop_s = r.loop_s, loop_cpu_s = r.loop_cpu_s,
-    ns_per_block = r.ns_per_block, policy = r.policy, partial = r.partial or false, label = r.label, tiers = {},
+    ns_per_block = r.ns_per_block, policy = r.policy, frequency = r.frequency, partial = r.partial or false, label = r.label, tiers = {},
     trace = r.trace, events = r.events }
   for _, name in ipairs(M.TIERS) do
     local x = r.tiers[name]

@@ -266,7 +266,7 @@ Engine.probe = M.probe
 --- cache_visibility, arrival_speedup, timing, kv_bytes_per_token, bw_g2,
 --- bw_g3, events); requests a list of { tokens, n, salt, timestamp_ms, output_length }.
 function M.new(o, requests)
-  local reg = kvbm.registry{ frequency = "medium", events = o.events }
+  local reg = kvbm.registry{ frequency = o.frequency or "medium", events = o.events }
   local e = setmetatable({ o = o, bs = o.block_size, registry = reg, managers = {}, names = {}, now = 0,
     link_free = {}, copies = {}, planned = { G1 = {}, G2 = {}, G3 = {} }, policy = o.policy or {},
     scheduler = o.scheduler or {}, waiting = {}, running = {}, future = {}, done = 0,
