@@ -244,7 +244,7 @@ local function run_replay(o, requests, wall, events)
   -- the offline optimum is told each block's next use (kvbm.sim.optimal)
   local hint = o.backends.G1 == "optimal" and optimal.new(requests, o.block_size) or nil
   -- the default rule runs as the planner's built-in rule (in C, no Lua call
-  -- per block), which needs no frequency tracker unless multi_lru reads it
+  -- per block); o.tracker is the frequency tracker prepare() chose
   local builtin = not o.policy
   local t = assert(kvbm.tiers{ block_size = o.block_size, events = events.ev,
     policy = builtin and "offload_on_release" or guarded(o.policy_table,

@@ -253,6 +253,14 @@ void lkvbm_checkoptions(lua_State *L, int idx, const char *const *known) {
  * pointer find their Lua object without keeping it alive. */
 static const char boxes_key = 'b';
 
+void lkvbm_newweaktable(lua_State *L, const char *mode) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
+
 void lkvbm_setbox(lua_State *L, const void *box, int idx) {
   idx = lua_absindex(L, idx);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key);
@@ -356,11 +364,7 @@ KVBM_API int kvbm_lua_open(lua_State *L) {
   binding_state(L);
   lkvbm_newclass(L, LKVBM_ERROR_MT, error_meta, NULL);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key) != LUA_TTABLE) {
-    lua_newtable(L);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_pushvalue(L, -1);
-    lua_setmetatable(L, -2);
+    lkvbm_newweaktable(L, "v");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &boxes_key);
   }
   lua_pop(L, 1);

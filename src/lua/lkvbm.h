@@ -157,6 +157,9 @@ uint64_t lkvbm_checku64(lua_State *L, int idx);
  * pushed on the stack; raises on a non-integer or out-of-range token. */
 uint32_t *lkvbm_checktokens(lua_State *L, int idx, size_t *n);
 
+/* Pushes a new table whose keys or values ("k", "v") are weak. */
+void lkvbm_newweaktable(lua_State *L, const char *mode);
+
 /* A weak map from box addresses to their userdata (for C callbacks). */
 void lkvbm_setbox(lua_State *L, const void *box, int idx);
 int lkvbm_getbox(lua_State *L, const void *box); /* pushes it (or nil); returns its type */
