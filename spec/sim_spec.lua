@@ -393,6 +393,24 @@ describe("kvbm sim --mode timed", function()
     os.remove(t)
   end)
 
+  it("frees the G1 blocks of a waiting request when waiting requests hold G1 between them", function()
+    -- the first 100 requests of the bundled sample in a small G1: requests
+    -- that onboarded part of their prefix used to wait on each other for
+    -- good ("the engine is stuck"); now the newest lets go and all finish
+    local src = assert(io.open(helpers.srcdir() .. "/lua/kvbm/sim/data/mooncake_trace_1000.jsonl"))
+    local lines = {}
+    for l in src:lines() do
+      lines[#lines + 1] = l
+      if #lines == 100 then break end
+    end
+    src:close()
+    local t = write(table.concat(lines, "\n") .. "\n")
+    local r = sim_json(q(t) .. " --mode timed --g1 512 --g2 2048")
+    assert.are.equal(100, r.requests)
+    assert.is_true(r.onboards > 0 and r.preemptions > 0)
+    os.remove(t)
+  end)
+
   it("preempts the newest running request when a step cannot get blocks", function()
     -- G1 of 6 blocks of 16: two 20-token prompts decoding 60 tokens each
     -- (5 blocks each at the end) are admitted together; at 48 tokens the

@@ -591,6 +591,17 @@ function Engine:step()
     if self.next_arrival <= #self.future then t = self.future[self.next_arrival].arrival end
     if #self.copies > 0 then t = min(t, self.copies[1].done) end
     if t == math_huge then
+      -- Waiting requests that onboarded part of their prefix can hold G1
+      -- between them so that none of them can get the rest: the newest one
+      -- that holds blocks lets go of them (preempted before it ran; its
+      -- registered blocks stay cached) and the step is tried again.
+      for j = #self.waiting, 1, -1 do
+        local r = self.waiting[j]
+        if r.state == "waiting" and r.held then
+          preempt(self, r)
+          return true
+        end
+      end
       if #self.waiting > 0 or #running > 0 then sim_error("the engine is stuck: waiting requests need G1 blocks that onboards in flight hold (try a larger --g1)") end
       return false
     end
